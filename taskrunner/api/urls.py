@@ -1,0 +1,7 @@
+"""The JSON API and its event streams (shared/API.md)."""
+
+from django.urls import path
+
+app_name = "taskrunner-api"
+
+urlpatterns: list = []

@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class TaskrunnerConfig(AppConfig):
+    name = "taskrunner"
+    verbose_name = "Task runner"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from taskrunner import checks  # noqa: F401  (registers the system checks)

@@ -1,0 +1,528 @@
+"""Tasks, runs, their events and audit trail, workers and API tokens.
+
+State changes of a run are methods of `Run` that end in a conditional update
+or `save(update_fields=...)`; nothing else assigns `status`. Queries are
+methods of `RunQuerySet`.
+"""
+
+import hashlib
+import secrets
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import connection, models, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from taskrunner import params as params_mod
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "queued"
+    """Waiting for a worker to claim it."""
+    RUNNING = "running", "running"
+    """Claimed by a worker; its child process is alive."""
+    PAUSED = "paused", "paused"
+    """The whole process tree is stopped (SIGSTOP)."""
+    SUCCEEDED = "succeeded", "succeeded"
+    """The child exited with code 0."""
+    FAILED = "failed", "failed"
+    """The child exited non-zero, died of a signal, or could not start."""
+    ABORTED = "aborted", "aborted"
+    """Someone asked to abort it, or its worker stopped."""
+    TIMED_OUT = "timed_out", "timed out"
+    """It ran longer than its task's timeout (time paused not counted)."""
+    LOST = "lost", "lost"
+    """Its worker died and the run could not be completed."""
+
+
+FINAL_STATUSES = frozenset(
+    {
+        RunStatus.SUCCEEDED,
+        RunStatus.FAILED,
+        RunStatus.ABORTED,
+        RunStatus.TIMED_OUT,
+        RunStatus.LOST,
+    }
+)
+ACTIVE_STATUSES = frozenset({RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED})
+LIVE_STATUSES = frozenset({RunStatus.RUNNING, RunStatus.PAUSED})  # a process exists
+
+
+class Via(models.TextChoices):
+    PAGE = "page"
+    API = "api"
+    CLI = "cli"
+    WORKER = "worker"
+
+
+class ActionKind(models.TextChoices):
+    START = "start"
+    PAUSE = "pause"
+    RESUME = "resume"
+    ABORT = "abort"
+    INPUT = "input"
+
+
+CONTROL_ACTIONS = frozenset({ActionKind.PAUSE, ActionKind.RESUME, ActionKind.ABORT})
+
+
+class EventKind(models.TextChoices):
+    LOG = "log"
+    PROGRESS = "progress"
+    STATUS = "status"
+    MESSAGE = "message"
+
+
+class ActionNotAllowed(Exception):
+    """The run's state does not allow this action (the API's 409)."""
+
+
+class Task(models.Model):
+    name = models.SlugField(max_length=100, unique=True)
+    title = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    argv = models.JSONField(help_text="The command as a list of arguments; no shell.")
+    cwd = models.CharField("working directory", max_length=1000, blank=True)
+    env = models.JSONField("extra environment", default=dict, blank=True)
+    params = models.JSONField("declared parameters", default=list, blank=True)
+    timeout = models.FloatField(
+        null=True, blank=True, help_text="Seconds of running (not paused) time; empty for none."
+    )
+    grace = models.FloatField(default=10.0, help_text="Seconds between SIGTERM and SIGKILL.")
+    max_concurrent = models.PositiveIntegerField(default=1)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def display_title(self) -> str:
+        return self.title or self.name
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if (
+            not isinstance(self.argv, list)
+            or not self.argv
+            or not all(isinstance(a, str) for a in self.argv)
+        ):
+            errors["argv"] = "The command must be a non-empty list of strings."
+        if not isinstance(self.env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.env.items()
+        ):
+            errors["env"] = "The environment must map names to strings."
+        try:
+            self.params = params_mod.normalize_declaration(self.params)
+        except params_mod.ParamError as exc:
+            errors["params"] = str(exc)
+        if self.timeout is not None and self.timeout <= 0:
+            errors["timeout"] = "The timeout must be positive."
+        if self.grace < 0:
+            errors["grace"] = "The grace period cannot be negative."
+        if self.max_concurrent < 1:
+            errors["max_concurrent"] = "At least one run must be allowed."
+        if errors:
+            raise ValidationError(errors)
+
+    def resolve_params(self, given: Any) -> dict[str, Any]:
+        """The run's parameters from given values; ParamError names each bad one."""
+        return params_mod.resolve(self.params, given)
+
+    def start(self, given_params: Any = None, *, user=None, via: str = Via.API) -> "Run":
+        """Queue a run of this task and record who asked; never waits for a worker."""
+        if not self.enabled:
+            raise ActionNotAllowed(f"Task '{self.name}' is disabled.")
+        values = self.resolve_params(given_params)
+        with transaction.atomic():
+            run = Run.objects.create(task=self, params=values, requested_by=user)
+            RunAction.objects.create(
+                run=run,
+                action=ActionKind.START,
+                user=user,
+                by=_username(user),
+                via=via,
+                applied_at=run.created_at,
+            )
+            run.record_status_event()
+        return run
+
+
+class WorkerQuerySet(models.QuerySet):
+    def dead(self, now=None):
+        """Workers that stopped heartbeating without saying they stopped."""
+        from taskrunner import conf
+
+        now = now or timezone.now()
+        limit = now - timezone.timedelta(seconds=conf.worker_dead_after())
+        return self.filter(stopped_at__isnull=True, heartbeat_at__lt=limit)
+
+
+class Worker(models.Model):
+    """A supervisor process (`manage.py taskrunner worker`)."""
+
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    # With the pid, tells this worker's process from a later one given its pid.
+    create_time = models.FloatField(null=True, blank=True)
+    boot_id = models.CharField(max_length=64, blank=True)
+    concurrency = models.PositiveIntegerField(default=8)
+    started_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(default=timezone.now, db_index=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    objects = WorkerQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.hostname}:{self.pid}"
+
+
+class RunQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(status__in=ACTIVE_STATUSES)
+
+    def live(self):
+        return self.filter(status__in=LIVE_STATUSES)
+
+    def final(self):
+        return self.filter(status__in=FINAL_STATUSES)
+
+    def queued(self):
+        return self.filter(status=RunStatus.QUEUED)
+
+    def owned_by(self, worker):
+        return self.filter(worker=worker)
+
+
+class Run(models.Model):
+    task = models.ForeignKey(Task, on_delete=models.PROTECT, related_name="runs")
+    status = models.CharField(
+        max_length=12, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True
+    )
+    params = models.JSONField(default=dict, blank=True)
+    attempt = models.PositiveIntegerField(default=1)
+    progress = models.JSONField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now, db_index=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    # The supervisor that owns the run, and the identity of its child process:
+    # a pid alone is never signalled, only pid + create time on this host.
+    worker = models.ForeignKey(
+        Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    hostname = models.CharField(max_length=255, blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    pgid = models.PositiveIntegerField(null=True, blank=True)
+    pid_create_time = models.FloatField(null=True, blank=True)
+    # A random key put in the child's environment (TASKRUNNER_PROCESS_KEY): it
+    # finds every process of the run, even one that double-forked away.
+    process_key = models.CharField(max_length=64, blank=True)
+    # Highest event sequence number used; allocated under the row's write lock.
+    last_seq = models.PositiveBigIntegerField(default=0)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    paused_seconds = models.FloatField(default=0.0)
+    # Sampled by the worker every few seconds: the whole process tree's usage.
+    cpu_percent = models.FloatField(null=True, blank=True)
+    memory_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+
+    objects = RunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        permissions = [
+            ("start_run", "Can start runs"),
+            ("control_run", "Can pause, resume and abort runs and send them input"),
+        ]
+        indexes = [models.Index(fields=["task", "status"])]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} of {self.task_id and self.task.name}"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to finish (or to now while running)."""
+        if self.started_at is None:
+            return None
+        end = self.finished_at or timezone.now()
+        return max(0.0, (end - self.started_at).total_seconds())
+
+    # --- events -----------------------------------------------------------
+
+    def record_status_event(self) -> "RunEvent":
+        """Append a `status` event holding this run's JSON as it is now."""
+        from taskrunner.serializers import run_json
+
+        return append_events(self.pk, [(EventKind.STATUS, "", "", run_json(self))])[0]
+
+    # --- control requests (any process) -----------------------------------
+
+    def request(self, action: str, *, user=None, via: str = Via.API, data: str = "") -> "RunAction":
+        """Record a pause, resume, abort or input request for the owning worker.
+
+        Raises ActionNotAllowed when the run's state does not allow it. Aborting
+        a queued run finalises it here, without a worker.
+        """
+        self.refresh_from_db(fields=["status"])
+        allowed = {
+            ActionKind.PAUSE: {RunStatus.RUNNING},
+            ActionKind.RESUME: {RunStatus.PAUSED},
+            ActionKind.ABORT: ACTIVE_STATUSES,
+            ActionKind.INPUT: LIVE_STATUSES,
+        }[ActionKind(action)]
+        if self.status not in allowed:
+            raise ActionNotAllowed(f"Run {self.pk} is {self.status}; it cannot {action}.")
+        with transaction.atomic():
+            act = RunAction.objects.create(
+                run=self, action=action, user=user, by=_username(user), via=via, data=data
+            )
+            if action == ActionKind.ABORT and self.status == RunStatus.QUEUED:
+                # 0 rows means a worker claimed it meanwhile: the request stays
+                # pending and the worker applies it like any other abort.
+                if self._finish_if(
+                    RunStatus.QUEUED, RunStatus.ABORTED, error="Aborted before it started."
+                ):
+                    act.mark_applied()
+            notify("control", self.pk)
+        return act
+
+    # --- state changes (the worker) ---------------------------------------
+
+    def _finish_if(self, expected: str, status: str, *, exit_code=None, error="") -> bool:
+        """Finalise the run if it is still `expected`; True if this call did it."""
+        now = timezone.now()
+        changed = Run.objects.filter(pk=self.pk, status=expected).update(
+            status=status,
+            exit_code=exit_code,
+            error=error,
+            finished_at=now,
+            updated_at=now,
+            paused_at=None,
+        )
+        if changed:
+            self.refresh_from_db()
+            self.record_status_event()
+        return bool(changed)
+
+    def mark_started(
+        self, *, hostname: str, pid: int, pgid: int, create_time: float, process_key: str
+    ) -> None:
+        """The child is alive: record its identity and tell the viewers."""
+        now = timezone.now()
+        self.hostname, self.pid, self.pgid = hostname, pid, pgid
+        self.pid_create_time, self.process_key, self.updated_at = create_time, process_key, now
+        self.save(
+            update_fields=[
+                "hostname",
+                "pid",
+                "pgid",
+                "pid_create_time",
+                "process_key",
+                "updated_at",
+            ]
+        )
+        self.record_status_event()
+
+    def mark_paused(self) -> None:
+        now = timezone.now()
+        self.status, self.paused_at, self.updated_at = RunStatus.PAUSED, now, now
+        self.save(update_fields=["status", "paused_at", "updated_at"])
+        self.record_status_event()
+
+    def mark_resumed(self) -> None:
+        now = timezone.now()
+        if self.paused_at is not None:
+            self.paused_seconds += (now - self.paused_at).total_seconds()
+        self.status, self.paused_at, self.updated_at = RunStatus.RUNNING, None, now
+        self.save(update_fields=["status", "paused_at", "paused_seconds", "updated_at"])
+        self.record_status_event()
+
+    def finish(self, status: str, *, exit_code: int | None = None, error: str = "") -> None:
+        """Record the final status; a run already final stays as it was."""
+        assert status in FINAL_STATUSES, status
+        if self.is_final:
+            return
+        now = timezone.now()
+        if self.paused_at is not None:
+            self.paused_seconds += (now - self.paused_at).total_seconds()
+        self.status, self.exit_code, self.error = status, exit_code, error
+        self.finished_at, self.updated_at, self.paused_at = now, now, None
+        self.save(
+            update_fields=[
+                "status",
+                "exit_code",
+                "error",
+                "finished_at",
+                "updated_at",
+                "paused_at",
+                "paused_seconds",
+            ]
+        )
+        self.record_status_event()
+
+
+def append_events(run_id: int, events: list[tuple[str, str, str, Any]]) -> list["RunEvent"]:
+    """Store events `(kind, stream, text, data)` with the run's next sequence numbers.
+
+    The counter is bumped with an UPDATE first, so the row stays write-locked
+    until commit: events of one run are committed in `seq` order, and a reader
+    following `seq > N` never skips one.
+    """
+    if not events:
+        return []
+    now = timezone.now()
+    with transaction.atomic():
+        Run.objects.filter(pk=run_id).update(last_seq=F("last_seq") + len(events))
+        last = Run.objects.filter(pk=run_id).values_list("last_seq", flat=True).get()
+        first = last - len(events) + 1
+        rows = [
+            RunEvent(
+                run_id=run_id, seq=first + i, kind=kind, stream=stream, text=text, data=data, ts=now
+            )
+            for i, (kind, stream, text, data) in enumerate(events)
+        ]
+        RunEvent.objects.bulk_create(rows, batch_size=2000)
+        notify("event", run_id)
+    return rows
+
+
+NOTIFY_CHANNEL = "taskrunner"
+
+
+def notify(kind: str, run_id: int) -> None:
+    """Wake listeners (PostgreSQL LISTEN) when the transaction commits.
+
+    On SQLite this does nothing: readers notice commits with `PRAGMA
+    data_version`, which is cheap enough to poll every few milliseconds.
+    Payloads are tiny (`kind:run_id`); never log text (8000-byte limit).
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, f"{kind}:{run_id}"])
+
+
+class RunEvent(models.Model):
+    """One thing that happened in a run: a log line, progress, status or message."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveBigIntegerField()
+    kind = models.CharField(max_length=8, choices=EventKind.choices)
+    stream = models.CharField(max_length=6, blank=True)  # stdout or stderr, for log lines
+    text = models.TextField(blank=True)  # the log line
+    # Payload of progress/status/message events; {"continued": true} marks a
+    # piece of an over-long log line that goes on in the next event.
+    data = models.JSONField(null=True, blank=True)
+    ts = models.DateTimeField()
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="event_run_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}#{self.seq} {self.kind}"
+
+
+class RunAction(models.Model):
+    """The audit trail: who asked for a start, pause, resume, abort or input.
+
+    Control requests wait here (`applied_at` empty) for the owning worker.
+    """
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="actions")
+    action = models.CharField(max_length=8, choices=ActionKind.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    # The username at the time, kept if the user is deleted later.
+    by = models.CharField(max_length=150, blank=True)
+    via = models.CharField(max_length=6, choices=Via.choices)
+    data = models.TextField(blank=True)  # the line, for input
+    at = models.DateTimeField(default=timezone.now)
+    applied_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    outcome = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} of run {self.run_id} by {self.by or '-'} via {self.via}"
+
+    def mark_applied(self, outcome: str = "") -> None:
+        self.applied_at, self.outcome = timezone.now(), outcome
+        self.save(update_fields=["applied_at", "outcome"])
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ApiToken(models.Model):
+    """A bearer token for scripts; only its hash is stored, so it is shown once."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    prefix = models.CharField(max_length=12, help_text="The start of the token, to recognise it.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"
+
+    @classmethod
+    def create_for(cls, user) -> tuple["ApiToken", str]:
+        """A new token for `user`: the stored row and the secret, to show once."""
+        secret = "trt_" + secrets.token_urlsafe(32)
+        token = cls.objects.create(user=user, prefix=secret[:12], key_hash=hash_token(secret))
+        return token, secret
+
+    @classmethod
+    def user_for(cls, secret: str):
+        """The active staff user a token stands for, or None."""
+        token = (
+            cls.objects.select_related("user")
+            .filter(key_hash=hash_token(secret), revoked_at__isnull=True)
+            .first()
+        )
+        if token is None or not token.user.is_active:
+            return None
+        cls.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+        return token.user
+
+
+def _username(user) -> str:
+    return user.get_username() if user is not None and user.is_authenticated else ""

@@ -1,0 +1,7 @@
+"""The back-office pages (server-rendered, admin look)."""
+
+from django.urls import path
+
+app_name = "taskrunner"
+
+urlpatterns: list = []

@@ -1,0 +1,210 @@
+"""Shared fixtures: named personas, a real worker process, a real uvicorn server.
+
+Everything here starts real processes against the test database (SQLite file
+or PostgreSQL, whichever DATABASE_URL names), so tests that use them need
+`transactional_db`: the other processes must see committed rows.
+
+Personas (as healthchecks' hc/test.py does):
+- `alice`: superuser.
+- `bob`: staff with start_run and control_run.
+- `carol`: staff with no permission (may only look).
+- `dave`: active but not staff.
+All have the password `PASSWORD`.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "correct-horse-battery-staple"
+CHILDREN = ROOT / "tests" / "children"
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02):
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {condition}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def child_script(name: str) -> list[str]:
+    """argv running tests/children/NAME.py with this Python."""
+    return [sys.executable, str(CHILDREN / f"{name}.py")]
+
+
+def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a manage.py/uvicorn process using the test database."""
+    from django.db import connection
+
+    env = dict(os.environ)
+    settings_dict = connection.settings_dict
+    if connection.vendor == "sqlite":
+        env["DATABASE_URL"] = f"sqlite:///{settings_dict['NAME']}"
+    else:
+        host = settings_dict["HOST"] or ""
+        port = settings_dict["PORT"] or ""
+        user = settings_dict["USER"] or ""
+        env["DATABASE_URL"] = f"postgres://{user}@{host}:{port}/{settings_dict['NAME']}"
+    env.setdefault("SECRET_KEY", "insecure-test-only-key")
+    env["HTTPS"] = "false"
+    env["PYTHONUNBUFFERED"] = "1"
+    # Short intervals so tests never wait long (the worker reads these).
+    env.setdefault("TASKRUNNER_HEARTBEAT_SECONDS", "0.5")
+    env.setdefault("TASKRUNNER_WORKER_DEAD_AFTER", "3")
+    if extra:
+        env.update(extra)
+    return env
+
+
+def kill_tree(proc: psutil.Process | subprocess.Popen, sig=signal.SIGKILL) -> None:
+    """Kill a process and every descendant; used in teardown only."""
+    try:
+        root = psutil.Process(proc.pid)
+        family = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for member in family:
+        try:
+            member.send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(family, timeout=5)
+
+
+class ManagedProcess:
+    """A manage.py (or other) process started by a test, killed at teardown."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path):
+        self.argv = argv
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 30) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            kill_tree(self.proc)
+            self.proc.wait(timeout=10)
+        self._log.close()
+
+
+@pytest.fixture
+def personas(transactional_db):
+    from django.contrib.auth.models import Permission, User
+
+    alice = User.objects.create_superuser("alice", "alice@example.com", PASSWORD)
+    bob = User.objects.create_user("bob", "bob@example.com", PASSWORD, is_staff=True)
+    bob.user_permissions.add(
+        *Permission.objects.filter(codename__in=["start_run", "control_run"])
+    )
+    carol = User.objects.create_user("carol", "carol@example.com", PASSWORD, is_staff=True)
+    dave = User.objects.create_user("dave", "dave@example.com", PASSWORD)
+    return {"alice": alice, "bob": bob, "carol": carol, "dave": dave}
+
+
+@pytest.fixture
+def start_worker(transactional_db, tmp_path) -> Iterator[Callable[..., ManagedProcess]]:
+    """Start `manage.py taskrunner worker` processes; all are killed at teardown."""
+    started: list[ManagedProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> ManagedProcess:
+        argv = [sys.executable, "manage.py", "taskrunner", "worker", *args]
+        log = tmp_path / f"worker-{len(started)}.log"
+        proc = ManagedProcess(argv, subprocess_env(env), log)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def worker(start_worker) -> ManagedProcess:
+    """One running worker with default options."""
+    return start_worker()
+
+
+@pytest.fixture
+def start_server(transactional_db, tmp_path) -> Iterator[Callable[..., "Server"]]:
+    """Start uvicorn serving backoffice.asgi:application on a free port."""
+    started: list[Server] = []
+
+    def start(*extra_args: str, env: dict[str, str] | None = None, port: int | None = None):
+        server = Server(tmp_path / f"server-{len(started)}.log", extra_args, env, port)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+class Server(ManagedProcess):
+    def __init__(self, log_path: Path, extra_args, env, port: int | None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "backoffice.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--timeout-graceful-shutdown",
+            "2",
+            "--no-access-log",
+            *extra_args,
+        ]
+        super().__init__(argv, subprocess_env(env), log_path)
+        wait_for(self._ready, timeout=30, interval=0.05)
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"uvicorn exited early:\n{self.log()}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+
+@pytest.fixture
+def server(start_server):
+    return start_server()
