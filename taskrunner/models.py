@@ -303,13 +303,16 @@ class Run(models.Model):
             act = RunAction.objects.create(
                 run=self, action=action, user=user, by=_username(user), via=via, data=data
             )
-            if action == ActionKind.ABORT and self.status == RunStatus.QUEUED:
-                # 0 rows means a worker claimed it meanwhile: the request stays
-                # pending and the worker applies it like any other abort.
-                if self._finish_if(
+            # 0 rows means a worker claimed it meanwhile: the request stays
+            # pending and the worker applies it like any other abort.
+            if (
+                action == ActionKind.ABORT
+                and self.status == RunStatus.QUEUED
+                and self._finish_if(
                     RunStatus.QUEUED, RunStatus.ABORTED, error="Aborted before it started."
-                ):
-                    act.mark_applied()
+                )
+            ):
+                act.mark_applied()
             notify("control", self.pk)
         return act
 
@@ -388,8 +391,8 @@ class Run(models.Model):
         self.record_status_event()
 
 
-def append_events(run_id: int, events: list[tuple[str, str, str, Any]]) -> list["RunEvent"]:
-    """Store events `(kind, stream, text, data)` with the run's next sequence numbers.
+def append_events(run_id: int, events: list[tuple]) -> list["RunEvent"]:
+    """Store events `(kind, stream, text, data[, ts])` with the run's next sequence numbers.
 
     The counter is bumped with an UPDATE first, so the row stays write-locked
     until commit: events of one run are committed in `seq` order, and a reader
@@ -404,9 +407,15 @@ def append_events(run_id: int, events: list[tuple[str, str, str, Any]]) -> list[
         first = last - len(events) + 1
         rows = [
             RunEvent(
-                run_id=run_id, seq=first + i, kind=kind, stream=stream, text=text, data=data, ts=now
+                run_id=run_id,
+                seq=first + i,
+                kind=event[0],
+                stream=event[1],
+                text=event[2],
+                data=event[3],
+                ts=event[4] if len(event) > 4 else now,
             )
-            for i, (kind, stream, text, data) in enumerate(events)
+            for i, event in enumerate(events)
         ]
         RunEvent.objects.bulk_create(rows, batch_size=2000)
         notify("event", run_id)

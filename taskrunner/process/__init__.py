@@ -1,0 +1,1 @@
+"""Process control without Django: lines, process trees, supervised children."""

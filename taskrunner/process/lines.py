@@ -1,0 +1,156 @@
+"""Turning a child's output bytes into log lines and protocol events.
+
+`LineSplitter` accepts any bytes: invalid UTF-8 is replaced, NUL is replaced
+(PostgreSQL text cannot hold it), a line longer than the limit is cut into
+pieces marked as continued, and a carriage return replaces the line so far,
+so a progress bar keeps only its last state. Memory stays bounded by the
+limit however the child writes.
+
+`parse_protocol` recognises the `::progress`, `::result` and `::message`
+lines of the contract; anything else is an ordinary log line.
+"""
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+REPLACEMENT = "\ufffd"
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    text: str
+    continued: bool = False  # the line goes on in the next Line
+
+
+def _decode(raw: bytes) -> str:
+    text = raw.decode("utf-8", "replace")
+    if "\x00" in text:
+        text = text.replace("\x00", REPLACEMENT)
+    return text
+
+
+def _cut_point(raw: bytes | bytearray, limit: int) -> int:
+    """Where to cut `raw` at most `limit` bytes in, not inside a UTF-8 character."""
+    cut = limit
+    # Back off over continuation bytes (0b10xxxxxx), at most 3 of them.
+    for _ in range(3):
+        if cut > 0 and (raw[cut] & 0xC0) == 0x80:
+            cut -= 1
+        else:
+            break
+    return cut if cut > 0 else limit
+
+
+class LineSplitter:
+    def __init__(self, max_line_bytes: int = 64 * 1024):
+        self.max_line_bytes = max_line_bytes
+        self._pending = bytearray()
+
+    def feed(self, data: bytes) -> list[Line]:
+        """The complete lines in `data` (with what was pending before)."""
+        lines: list[Line] = []
+        if not data:
+            return lines
+        self._pending += data
+        if b"\n" in data:
+            *complete, rest = bytes(self._pending).split(b"\n")
+            self._pending = bytearray(rest)
+            for raw in complete:
+                self._emit(raw, lines)
+        self._collapse_pending()
+        self._cut_long_pending(lines)
+        return lines
+
+    def flush(self) -> list[Line]:
+        """What is left at the end of the stream, as a last line."""
+        lines: list[Line] = []
+        if self._pending:
+            raw, self._pending = bytes(self._pending), bytearray()
+            self._emit(raw, lines)
+        return lines
+
+    def _emit(self, raw: bytes, lines: list[Line]) -> None:
+        if b"\r" in raw:
+            raw = raw.rstrip(b"\r")  # CRLF endings, or a bar finished by \r\n
+            raw = raw.rsplit(b"\r", 1)[-1]  # the line keeps its last state
+        while len(raw) > self.max_line_bytes:
+            cut = _cut_point(raw, self.max_line_bytes)
+            lines.append(Line(_decode(raw[:cut]), continued=True))
+            raw = raw[cut:]
+        lines.append(Line(_decode(raw)))
+
+    def _collapse_pending(self) -> None:
+        # A progress bar redrawn with \r and no \n would otherwise grow the
+        # pending line forever; only what follows the last \r can survive.
+        index = self._pending.rfind(b"\r")
+        if index >= 0 and index < len(self._pending) - 1:
+            del self._pending[: index + 1]
+
+    def _cut_long_pending(self, lines: list[Line]) -> None:
+        while len(self._pending) > self.max_line_bytes:
+            cut = _cut_point(self._pending, self.max_line_bytes)
+            piece = bytes(self._pending[:cut])
+            if b"\r" in piece:
+                # Never emit half a redraw: the \r would replace it anyway.
+                return
+            lines.append(Line(_decode(piece), continued=True))
+            del self._pending[:cut]
+
+
+PROGRESS_RE = re.compile(
+    r"^::progress\s+(?:(?P<current>[-+]?\d+(?:\.\d+)?)\s*/\s*(?P<total>[-+]?\d+(?:\.\d+)?)"
+    r"|(?P<fraction>[-+]?\d*\.?\d+))(?:\s+(?P<message>.*))?$"
+)
+MESSAGE_RE = re.compile(r"^::message\s+(?P<name>\S+)(?:\s+(?P<data>.*))?$")
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolEvent:
+    kind: str  # "progress", "result" or "message"
+    data: Any
+
+
+def _number(text: str) -> int | float:
+    value = float(text)
+    return int(value) if value.is_integer() and "." not in text else value
+
+
+def parse_protocol(text: str) -> ProtocolEvent | None:
+    """The structured event a `::` line stands for, or None for an ordinary line."""
+    if not text.startswith("::"):
+        return None
+    if text.startswith("::progress"):
+        match = PROGRESS_RE.match(text)
+        if not match:
+            return None
+        message = (match["message"] or "").strip()
+        if match["fraction"] is not None:
+            fraction = float(match["fraction"])
+            current, total = fraction, None
+        else:
+            current, total = _number(match["current"]), _number(match["total"])
+            fraction = current / total if total else None
+        if fraction is not None:
+            fraction = min(1.0, max(0.0, fraction))
+        return ProtocolEvent(
+            "progress",
+            {"current": current, "total": total, "fraction": fraction, "message": message},
+        )
+    if text.startswith("::result "):
+        try:
+            return ProtocolEvent("result", json.loads(text[len("::result ") :]))
+        except ValueError:
+            return None
+    if text.startswith("::message"):
+        match = MESSAGE_RE.match(text)
+        if not match:
+            return None
+        raw = match["data"]
+        try:
+            data = json.loads(raw) if raw else None
+        except ValueError:
+            return None
+        return ProtocolEvent("message", {"name": match["name"], "data": data})
+    return None

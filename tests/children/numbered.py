@@ -1,0 +1,41 @@
+"""Print numbered lines `line N` every INTERVAL seconds, COUNT of them (0: forever).
+
+Options: --grandchild starts a child of its own that also prints (`grand N`);
+--setsid-descendant starts a descendant that leaves the process group with
+setsid() (as Playwright's Chromium does) and prints `escapee N`.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--count", type=int, default=0)
+parser.add_argument("--interval", type=float, default=0.02)
+parser.add_argument("--grandchild", action="store_true")
+parser.add_argument("--setsid-descendant", action="store_true")
+parser.add_argument("--exit-code", type=int, default=0)
+args = parser.parse_args()
+
+LOOP = (
+    "import sys,time\ni=0\n"
+    "while True:\n    i+=1\n    print('{0}', i, flush=True)\n    time.sleep(0.05)\n"
+)
+helpers = []
+if args.grandchild:
+    helpers.append(subprocess.Popen([sys.executable, "-c", LOOP.format("grand")]))
+if args.setsid_descendant:
+    helpers.append(
+        subprocess.Popen([sys.executable, "-c", LOOP.format("escapee")], start_new_session=True)
+    )
+for proc in helpers:
+    print(f"helper pid={proc.pid} pgid={os.getpgid(proc.pid)}", flush=True)
+
+i = 0
+while args.count == 0 or i < args.count:
+    i += 1
+    print(f"line {i}", flush=True)
+    time.sleep(args.interval)
+sys.exit(args.exit_code)
