@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "taskrunner",
+    "backoffice",
 ]
 
 MIDDLEWARE = [
@@ -195,3 +196,11 @@ LOGGING = {
 TASKRUNNER_MAX_LINE_BYTES = env.int("TASKRUNNER_MAX_LINE_BYTES", default=64 * 1024)
 TASKRUNNER_HEARTBEAT_SECONDS = env.float("TASKRUNNER_HEARTBEAT_SECONDS", default=5.0)
 TASKRUNNER_WORKER_DEAD_AFTER = env.float("TASKRUNNER_WORKER_DEAD_AFTER", default=30.0)
+# Event streams: a keepalive comment after this many idle seconds, and a
+# stream closes after its maximum lifetime (clients reconnect with
+# Last-Event-ID), so restarts never wait on open streams.
+TASKRUNNER_SSE_KEEPALIVE_SECONDS = env.float("TASKRUNNER_SSE_KEEPALIVE_SECONDS", default=15.0)
+TASKRUNNER_SSE_MAX_SECONDS = env.float("TASKRUNNER_SSE_MAX_SECONDS", default=1800.0)
+
+# The API answers a failed CSRF check with its JSON 403 (HTML elsewhere).
+CSRF_FAILURE_VIEW = "taskrunner.api.errors.csrf_failure"

@@ -1,7 +1,27 @@
 """The JSON API and its event streams (shared/API.md)."""
 
-from django.urls import path
+from django.urls import path, re_path
+
+from taskrunner.api import streams, views
 
 app_name = "taskrunner-api"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.api_root, name="root"),
+    path("tasks/", views.task_list, name="tasks"),
+    path("tasks/<slug:name>/", streams.task_detail_or_stream, name="task"),
+    path("tasks/<slug:name>/runs/", views.task_runs, name="task-runs"),
+    path("runs/", views.run_list, name="runs"),
+    path("runs/<int:run_id>/", views.run_detail, name="run"),
+    path("runs/<int:run_id>/pause/", views.run_pause, name="run-pause"),
+    path("runs/<int:run_id>/resume/", views.run_resume, name="run-resume"),
+    path("runs/<int:run_id>/abort/", views.run_abort, name="run-abort"),
+    path("runs/<int:run_id>/input/", views.run_input, name="run-input"),
+    path("runs/<int:run_id>/events/", streams.run_events, name="run-events"),
+    path("runs/<int:run_id>/event-list/", views.run_event_list, name="run-event-list"),
+    path("runs/<int:run_id>/log/", streams.run_log, name="run-log"),
+    path("events/", streams.dashboard_events, name="events"),
+    path("debug/hub/", streams.hub_debug, name="debug-hub"),
+    # Anything else under /api/ is a JSON 404, not Django's HTML page.
+    re_path(r"^(?P<path>.*)$", views.not_found_view, name="not-found"),
+]

@@ -1,0 +1,292 @@
+"""The streaming endpoints: a run's events (SSE), the dashboard feed (SSE), the log.
+
+Each SSE view is an async view that checks access and reads the run (in the
+hub's database thread), then returns a `StreamingHttpResponse` over an async
+generator. The generator first lets go of the request's thread and database
+connection (a waiting client holds neither), subscribes to the process's hub,
+and sends whatever is ready as ONE write: a replay of thousands of events is
+one chunk, not thousands. It sends a keepalive comment when nothing happened
+for a while, ends with `end` after the run's final status, and closes after a
+maximum lifetime so clients reconnect (with Last-Event-ID) and a server
+restart never waits on them. Disconnects arrive as CancelledError, which is
+never swallowed; `finally` unsubscribes.
+
+Under WSGI (`manage.py runserver`) an async generator would be collected
+whole before the first byte (PITFALLS A-1): the streams refuse with a clear
+JSON error instead of hanging.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
+from django.db import connections
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.utils.http import content_disposition_header
+
+from taskrunner import sse
+from taskrunner.api.access import api_view
+from taskrunner.api.errors import ApiError, invalid, not_found
+from taskrunner.api.views import MAX_ID, get_task, task_detail
+from taskrunner.hub import Hub, get_hub, release_request_thread
+from taskrunner.models import FINAL_STATUSES, Run, RunEvent
+
+RETRY_MS = 1000
+LOG_CHUNK = 5000
+
+
+def keepalive_seconds() -> float:
+    return float(getattr(settings, "TASKRUNNER_SSE_KEEPALIVE_SECONDS", 15.0))
+
+
+def max_stream_seconds() -> float:
+    return float(getattr(settings, "TASKRUNNER_SSE_MAX_SECONDS", 1800.0))
+
+
+def _require_asgi(request: HttpRequest) -> None:
+    if not isinstance(request, ASGIRequest):
+        raise ApiError(
+            "asgi_required",
+            "Streams need an ASGI server: run `uvicorn backoffice.asgi:application` "
+            "(or `make run`); `manage.py runserver` is WSGI and cannot stream.",
+        )
+
+
+def _stream_response(content: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    return StreamingHttpResponse(
+        content,
+        content_type="text/event-stream; charset=utf-8",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _stream_response_head() -> HttpResponse:
+    return HttpResponse(
+        content_type="text/event-stream; charset=utf-8",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _cursor(request: HttpRequest, last_seq: int) -> tuple[int, bool]:
+    """Where to start: (cursor, explicit) from Last-Event-ID, ?after or ?tail."""
+    for name, raw in (
+        ("Last-Event-ID", request.headers.get("Last-Event-ID")),
+        ("after", request.GET.get("after")),
+    ):
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            value = int(raw)
+        except ValueError:
+            raise invalid(f"{name} must be an event seq.", {name: "must be an integer"}) from None
+        if not 0 <= value <= MAX_ID:
+            raise invalid(f"{name} must be an event seq.", {name: "must be 0 or more"})
+        return value, True
+    raw = request.GET.get("tail")
+    if raw:
+        try:
+            tail = int(raw)
+        except ValueError:
+            raise invalid(
+                "tail must be a number of events.", {"tail": "must be an integer"}
+            ) from None
+        if tail < 0:
+            raise invalid("tail must be a number of events.", {"tail": "must be 0 or more"})
+        return max(0, last_seq - tail), False
+    return 0, False
+
+
+async def _run_state(hub: Hub, run_id: int) -> dict | None:
+    if not 0 < run_id <= MAX_ID:
+        return None
+    return await hub.db(
+        lambda: (
+            Run.objects.filter(pk=run_id).values("id", "status", "last_seq", "exit_code").first()
+        )
+    )
+
+
+async def _run_stream(request: HttpRequest, run_id: int) -> HttpResponse:
+    _require_asgi(request)
+    hub = get_hub()
+    state = await _run_state(hub, run_id)
+    if state is None:
+        raise not_found(f"No run with id {run_id}.")
+    if request.method == "HEAD":
+        return _stream_response_head()
+    cursor, explicit = _cursor(request, state["last_seq"])
+    final_at = None
+    if state["status"] in FINAL_STATUSES:
+        if explicit and cursor >= state["last_seq"]:
+            return HttpResponse(status=204)  # the end was seen: stop reconnecting
+        final_at = (state["last_seq"], state["status"], state["exit_code"])
+    await sync_to_async(connections.close_all)()
+    return _stream_response(_run_events(hub, run_id, cursor, state["last_seq"], final_at))
+
+
+async def _run_events(hub: Hub, run_id: int, cursor: int, frontier: int, final_at):
+    await release_request_thread()
+    sub = hub.subscribe_run(run_id, cursor, frontier=frontier, final_at=final_at)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max_stream_seconds()
+    keepalive = keepalive_seconds()
+    try:
+        yield sse.retry(RETRY_MS)
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return  # lifetime cap: the client reconnects with Last-Event-ID
+            data, end = await sub.next(min(keepalive, remaining))
+            if data is None:
+                if loop.time() < deadline:
+                    yield sse.KEEPALIVE
+                continue
+            if end is not None:
+                yield data + sse.end(*end)
+                return
+            yield data
+    finally:
+        hub.unsubscribe_run(sub)
+
+
+@api_view({"GET": None})
+async def run_events(request: HttpRequest, run_id: int) -> HttpResponse:
+    """GET /api/runs/{id}/events/: the run's events as SSE."""
+    return await _run_stream(request, run_id)
+
+
+def _wants_event_stream(request: HttpRequest) -> bool:
+    return request.method == "GET" and "text/event-stream" in request.headers.get("Accept", "")
+
+
+async def task_detail_or_stream(request: HttpRequest, name: str) -> HttpResponse:
+    """/api/tasks/{name}/: the task, or (Accept: text/event-stream) its newest run's events."""
+    if _wants_event_stream(request):
+        return await task_events(request, name)
+    return await sync_to_async(task_detail)(request, name)
+
+
+@api_view({"GET": None})
+async def task_events(request: HttpRequest, name: str) -> HttpResponse:
+    _require_asgi(request)
+    hub = get_hub()
+
+    def newest() -> int | None:
+        task = get_task(name)
+        return Run.objects.filter(task=task).order_by("-id").values_list("id", flat=True).first()
+
+    run_id = await hub.db(newest)
+    if run_id is None:
+        raise not_found(f"Task {name!r} has no run yet.")
+    return await _run_stream(request, run_id)
+
+
+# --- the dashboard feed ------------------------------------------------------
+
+
+@api_view({"GET": None})
+async def dashboard_events(request: HttpRequest) -> HttpResponse:
+    """GET /api/events/: Run JSON of every active run, then of every run that changes."""
+    _require_asgi(request)
+    if request.method == "HEAD":
+        return _stream_response_head()
+    await sync_to_async(connections.close_all)()
+    return _stream_response(_dashboard(get_hub()))
+
+
+async def _dashboard(hub: Hub):
+    await release_request_thread()
+    sub = await hub.subscribe_dashboard()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max_stream_seconds()
+    keepalive = keepalive_seconds()
+    try:
+        yield sse.retry(RETRY_MS) + await hub.read_active_runs()
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            data = await sub.next(min(keepalive, remaining))
+            yield sse.KEEPALIVE if data is None else data
+    finally:
+        hub.unsubscribe_dashboard(sub)
+
+
+# --- the log as text -------------------------------------------------------------
+
+
+def _log_text(rows: list[tuple]) -> str:
+    parts = []
+    for text, data in rows:
+        parts.append(text)
+        if not (isinstance(data, dict) and data.get("continued")):
+            parts.append("\n")
+    return "".join(parts)
+
+
+def _log_rows(run_id: int, after: int) -> tuple[list[tuple], int]:
+    rows = list(
+        RunEvent.objects.filter(run_id=run_id, kind="log", seq__gt=after)
+        .order_by("seq")
+        .values_list("seq", "text", "data")[:LOG_CHUNK]
+    )
+    last = rows[-1][0] if rows else after
+    return [(text, data) for _, text, data in rows], last
+
+
+async def _log_async(hub: Hub, run_id: int):
+    await release_request_thread()
+    after = 0
+    while True:
+        rows, after = await hub.db(lambda after=after: _log_rows(run_id, after))
+        if rows:
+            yield _log_text(rows).encode("utf-8", "replace")
+        if len(rows) < LOG_CHUNK:
+            return
+
+
+def _log_sync(run_id: int):
+    after = 0
+    while True:
+        rows, after = _log_rows(run_id, after)
+        if rows:
+            yield _log_text(rows).encode("utf-8", "replace")
+        if len(rows) < LOG_CHUNK:
+            connections.close_all()
+            return
+
+
+@api_view({"GET": None})
+async def run_log(request: HttpRequest, run_id: int) -> HttpResponse:
+    """GET /api/runs/{id}/log/: the whole log as text, streamed; ?download=1 as a file."""
+    if isinstance(request, ASGIRequest):
+        hub = get_hub()
+        if await _run_state(hub, run_id) is None:
+            raise not_found(f"No run with id {run_id}.")
+        await sync_to_async(connections.close_all)()
+        content = _log_async(hub, run_id)
+    else:  # WSGI: a sync iterator streams there (an async one would not)
+        exists = (
+            0 < run_id <= MAX_ID and await sync_to_async(Run.objects.filter(pk=run_id).exists)()
+        )
+        if not exists:
+            raise not_found(f"No run with id {run_id}.")
+        content = _log_sync(run_id)
+    response = StreamingHttpResponse(content, content_type="text/plain; charset=utf-8")
+    response["X-Accel-Buffering"] = "no"
+    if request.GET.get("download") not in (None, "", "0", "false"):
+        response["Content-Disposition"] = content_disposition_header(True, f"run-{run_id}.log")
+    return response
+
+
+# --- introspection -------------------------------------------------------------
+
+
+@api_view({"GET": None})
+async def hub_debug(request: HttpRequest) -> HttpResponse:
+    """GET /api/debug/hub/: this process's hub counters (staff only), for tests and ops."""
+    from django.http import JsonResponse
+
+    return JsonResponse(get_hub().describe())

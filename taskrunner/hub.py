@@ -1,0 +1,512 @@
+"""One hub per web process: every SSE client of the process shares its reads.
+
+The hub owns ONE `DatabaseWaker` (PRAGMA data_version on SQLite, LISTEN on
+PostgreSQL), ONE reader task and ONE database thread (with one connection).
+Clients subscribe to a run from a cursor (the last `seq` they have); on each
+wake the reader fetches the new events of every watched run in one query,
+formats them once as SSE bytes and hands the same bytes to every subscriber.
+The number of queries depends on how often the database changes, not on how
+many clients watch.
+
+Each subscriber has a bounded buffer. A client that does not keep up (slow
+network) overflows it; its buffer is dropped and the client reads what it
+missed from the database itself, in chunks, then takes the hub's feed again:
+memory stays bounded and the other clients are not slowed. The same path
+serves the first replay of a new client and any gap (`seq` not contiguous).
+
+The dashboard feed (`/api/events/`) is computed here too: on each wake one
+small query lists the runs whose `updated_at` moved (with a margin for commits
+that land late), diffed against what was last sent; only changed runs are
+serialised (Run JSON), once, for every dashboard client.
+
+With no subscriber left the reader task ends and the hub closes its
+connections; the next subscriber starts it again. Database work runs in the
+hub's own thread (never on the event loop, never on a request's thread, so a
+waiting client holds neither a thread nor a connection: PITFALLS A-7, A-8).
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from asgiref.sync import SyncToAsync
+from django.db import connections
+from django.utils import timezone
+
+from taskrunner import sse
+from taskrunner.models import ACTIVE_STATUSES, FINAL_STATUSES, Run, RunEvent
+from taskrunner.wakeup import ANYTHING, DatabaseWaker
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+FETCH_LIMIT = 20_000  # events per hub query (all watched runs together)
+CATCHUP_LIMIT = 10_000  # events per catch-up read of one client
+BUFFER_BYTES = 8 * 1024 * 1024  # a client's unsent backlog before it reads the DB itself
+YIELD_BYTES = 4 * 1024 * 1024  # at most this much handed to one write
+POLL_SECONDS = 2.0  # safety-net re-query even if no wake-up came (lost NOTIFY)
+DASHBOARD_POLL_SECONDS = 1.0  # cpu/memory samples may be written without a NOTIFY
+DASHBOARD_MARGIN = timedelta(seconds=30)  # a commit may land this long after updated_at
+DASHBOARD_BACKLOG = 5_000  # distinct runs pending for one dashboard client
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Consecutive events of one run, formatted once, shared by every subscriber."""
+
+    first: int
+    last: int
+    data: bytes
+    # (seq, status, exit_code) of a final `status` event inside the chunk.
+    final: tuple[int, str, int | None] | None = None
+
+    def after(self, cursor: int) -> bytes:
+        """The part of the chunk after `seq` cursor (first - 1 <= cursor < last)."""
+        if cursor < self.first:
+            return self.data
+        # Events start with "id: SEQ\n" after the blank line ending the
+        # previous one; JSON data never holds a raw line break.
+        start = self.data.find(b"\n\nid: %d\n" % (cursor + 1))
+        return self.data[start + 2 :] if start >= 0 else b""
+
+
+def _encode(rows: list[tuple]) -> list[tuple[int, Chunk]]:
+    """Rows `(run_id, seq, kind, stream, text, data, ts)` sorted by run and seq → chunks."""
+    encoder = sse.RowEncoder()
+    chunks: list[tuple[int, Chunk]] = []
+    start = 0
+    while start < len(rows):
+        run_id = rows[start][0]
+        end = start
+        final = None
+        parts: list[str] = []
+        while end < len(rows) and rows[end][0] == run_id:
+            row = rows[end][1:]
+            parts.append(encoder.encode(row))
+            if row[1] == "status":
+                status, exit_code = encoder.last_status
+                if status in FINAL_STATUSES:
+                    final = (row[0], status, exit_code)
+            end += 1
+        data = "".join(parts).encode("utf-8")
+        chunks.append((run_id, Chunk(rows[start][1], rows[end - 1][1], data, final)))
+        start = end
+    return chunks
+
+
+class RunSubscription:
+    """One client's view of one run: a cursor and a bounded buffer of chunks."""
+
+    def __init__(self, hub: "Hub", run_id: int, cursor: int, final_at=None):
+        self.hub = hub
+        self.run_id = run_id
+        self.cursor = cursor
+        # (last_seq, status, exit_code) when the run was already final at connect.
+        self.final_at: tuple[int, str, int | None] | None = final_at
+        self.chunks: deque[Chunk] = deque()
+        self.buffered = 0
+        self.overflows = 0
+        self.wakeup = asyncio.Event()
+        self._dead_end = -1  # a DB read up to this target found nothing
+
+    def feed(self, chunk: Chunk) -> None:
+        if chunk.last <= self.cursor:
+            return
+        if self.buffered + len(chunk.data) > BUFFER_BYTES:
+            # Too slow: forget the backlog; next() reads the gap from the DB.
+            self.chunks.clear()
+            self.buffered = 0
+            self.overflows += 1
+            self.hub.stats["overflows"] += 1
+        else:
+            self.chunks.append(chunk)
+            self.buffered += len(chunk.data)
+        self.wakeup.set()
+
+    def _take_buffered(self) -> tuple[list[bytes], tuple | None]:
+        parts: list[bytes] = []
+        size = 0
+        end = None
+        while self.chunks and size < YIELD_BYTES:
+            chunk = self.chunks[0]
+            if chunk.last <= self.cursor:
+                self._pop()
+                continue
+            if chunk.first > self.cursor + 1:
+                break  # a gap: read it from the database
+            part = chunk.after(self.cursor)
+            parts.append(part)
+            size += len(part)
+            self.cursor = chunk.last
+            self._pop()
+            end = self._end_after(chunk)
+            if end:
+                break
+        return parts, end
+
+    def _pop(self) -> None:
+        chunk = self.chunks.popleft()
+        self.buffered -= len(chunk.data)
+
+    def _end_after(self, chunk: Chunk | None) -> tuple[str, int | None] | None:
+        if chunk is not None and chunk.final is not None:
+            return chunk.final[1], chunk.final[2]
+        if self.final_at is not None and self.cursor >= self.final_at[0]:
+            return self.final_at[1], self.final_at[2]
+        return None
+
+    def _read_target(self) -> int | None:
+        """The seq this client must read up to from the database, if any."""
+        if self.chunks:
+            target = self.chunks[0].first - 1  # the gap before the buffer
+        else:
+            target = self.hub.frontier.get(self.run_id, 0)
+            if self.final_at is not None:
+                target = max(target, self.final_at[0])
+        return target if self.cursor < target else None
+
+    async def next(self, timeout: float) -> tuple[bytes | None, tuple | None]:
+        """Everything available after the cursor, as one chunk of bytes.
+
+        Returns `(data, end)`: `data` None when nothing came within `timeout`
+        (send a keepalive); `end` is `(status, exit_code)` once the run's
+        final status has been delivered.
+        """
+        end = self._end_after(None)
+        if end:
+            return b"", end
+        while True:
+            self.wakeup.clear()
+            parts, end = self._take_buffered()
+            if parts or end:
+                return b"".join(parts) if len(parts) != 1 else parts[0], end
+            target = self._read_target()
+            if target is not None and target != self._dead_end:
+                chunk = await self.hub.read_run(self.run_id, self.cursor)
+                if chunk is None:
+                    # Nothing there (the run was deleted?): wait for news, no spinning.
+                    self._dead_end = target
+                    continue
+                data = chunk.after(self.cursor)
+                self.cursor = chunk.last
+                return data, self._end_after(chunk)
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.wakeup.wait()
+            except TimeoutError:
+                return None, None
+
+
+class DashboardSubscription:
+    """One dashboard client: the latest Run JSON of each changed run, coalesced."""
+
+    def __init__(self, hub: "Hub"):
+        self.hub = hub
+        self.pending: dict[int, bytes] = {}
+        self.resync = False
+        self.wakeup = asyncio.Event()
+
+    def feed(self, run_id: int, data: bytes) -> None:
+        self.pending.pop(run_id, None)
+        self.pending[run_id] = data
+        if len(self.pending) > DASHBOARD_BACKLOG:
+            self.pending.clear()
+            self.resync = True
+            self.hub.stats["overflows"] += 1
+        self.wakeup.set()
+
+    async def next(self, timeout: float) -> bytes | None:
+        while True:
+            self.wakeup.clear()
+            if self.resync:
+                self.resync = False
+                return await self.hub.read_active_runs()
+            if self.pending:
+                data = b"".join(self.pending.values())
+                self.pending.clear()
+                return data
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.wakeup.wait()
+            except TimeoutError:
+                return None
+
+
+class Hub:
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.runs: dict[int, set[RunSubscription]] = {}
+        self.frontier: dict[int, int] = {}  # per watched run: highest seq fetched
+        self.dashboards: set[DashboardSubscription] = set()
+        self._dash_seen: dict[int, tuple] = {}  # run id -> (updated_at, status) last sent
+        self._dash_since = None
+        self._dash_primed = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskrunner-hub")
+        self._reader: asyncio.Task | None = None
+        self._waker: DatabaseWaker | None = None
+        self._more = False  # the last fetch hit its limit: fetch again at once
+        self.stats: dict[str, int] = {
+            "queries": 0,
+            "wakes": 0,
+            "fetches": 0,
+            "catchup_reads": 0,
+            "dashboard_queries": 0,
+            "overflows": 0,
+            "events_fetched": 0,
+            "reader_starts": 0,
+        }
+
+    # --- the hub's database thread -------------------------------------------
+
+    def _count(self, execute, sql, params, many, context):
+        self.stats["queries"] += 1
+        return execute(sql, params, many, context)
+
+    def _in_thread(self, fn: Callable[[], T]) -> T:
+        try:
+            with connections["default"].execute_wrapper(self._count):
+                return fn()
+        except Exception:
+            # A broken connection must not poison the next call.
+            connections.close_all()
+            raise
+
+    async def db(self, fn: Callable[[], T]) -> T:
+        """Run ORM code in the hub's thread (its connection stays open while in use)."""
+        return await self.loop.run_in_executor(self._executor, self._in_thread, fn)
+
+    # --- subscriptions ----------------------------------------------------
+
+    def subscribe_run(self, run_id: int, cursor: int, *, frontier: int, final_at=None):
+        sub = RunSubscription(self, run_id, cursor, final_at)
+        subs = self.runs.setdefault(run_id, set())
+        if not subs:
+            # Events up to `frontier` (read by the view) the client reads itself.
+            self.frontier[run_id] = max(frontier, self.frontier.get(run_id, 0))
+        subs.add(sub)
+        self._ensure_reader()
+        return sub
+
+    def unsubscribe_run(self, sub: RunSubscription) -> None:
+        subs = self.runs.get(sub.run_id)
+        if subs is None:
+            return
+        subs.discard(sub)
+        if not subs:
+            del self.runs[sub.run_id]
+            self.frontier.pop(sub.run_id, None)
+
+    async def subscribe_dashboard(self) -> DashboardSubscription:
+        if not self.dashboards:
+            await self.db(self._prime_dashboard)
+        sub = DashboardSubscription(self)
+        self.dashboards.add(sub)
+        self._ensure_reader()
+        return sub
+
+    def unsubscribe_dashboard(self, sub: DashboardSubscription) -> None:
+        self.dashboards.discard(sub)
+        if not self.dashboards:
+            self._dash_seen, self._dash_since, self._dash_primed = {}, None, False
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self.runs.values()) + len(self.dashboards)
+
+    # --- reads on behalf of one client ---------------------------------------
+
+    async def read_run(self, run_id: int, after: int) -> Chunk | None:
+        self.stats["catchup_reads"] += 1
+        rows = await self.db(lambda: _fetch_rows({run_id: after}, CATCHUP_LIMIT))
+        chunks = _encode(rows)
+        return chunks[0][1] if chunks else None
+
+    async def read_active_runs(self) -> bytes:
+        def query() -> bytes:
+            runs = list(_runs_for_json().filter(status__in=ACTIVE_STATUSES).order_by("id"))
+            return b"".join(_run_event(run) for run in runs)
+
+        return await self.db(query)
+
+    # --- the reader -------------------------------------------------------
+
+    def _ensure_reader(self) -> None:
+        if self._reader is None or self._reader.done():
+            self.stats["reader_starts"] += 1
+            self._reader = self.loop.create_task(self._read_loop(), name="taskrunner-hub")
+
+    async def _read_loop(self) -> None:
+        self._waker = waker = DatabaseWaker()
+        try:
+            await waker.wait(0)  # take the baseline before the first fetch
+            changed: set[str] = {ANYTHING}
+            while self.subscriber_count:
+                try:
+                    await self._fetch(changed)
+                except Exception:  # noqa: BLE001 - the DB may come back; keep serving
+                    logger.exception("hub fetch failed; retrying")
+                    await asyncio.sleep(0.5)
+                    changed = {ANYTHING}
+                    continue
+                if self._more:
+                    changed = {ANYTHING}
+                    continue
+                timeout = DASHBOARD_POLL_SECONDS if self.dashboards else POLL_SECONDS
+                changed = await waker.wait(timeout)
+                self.stats["wakes"] += 1
+                if not changed:
+                    changed = {ANYTHING}  # the safety-net poll
+        finally:
+            self._waker = None
+            await waker.close()
+            with contextlib.suppress(RuntimeError):  # interpreter shutting down
+                await self.loop.run_in_executor(self._executor, connections.close_all)
+            if self.subscriber_count and not self.loop.is_closed():
+                # Someone subscribed while the reader was closing: go on.
+                self._reader = None
+                self._ensure_reader()
+
+    async def _fetch(self, changed: set[str]) -> None:
+        everything = ANYTHING in changed
+        cursors = {
+            run_id: self.frontier[run_id]
+            for run_id in self.runs
+            if everything or f"event:{run_id}" in changed
+        }
+        self._more = False
+        if cursors:
+            self.stats["fetches"] += 1
+            rows = await self.db(lambda: _fetch_rows(cursors, FETCH_LIMIT))
+            self._more = len(rows) >= FETCH_LIMIT
+            self.stats["events_fetched"] += len(rows)
+            for run_id, chunk in _encode(rows):
+                subs = self.runs.get(run_id)
+                if not subs:
+                    continue
+                # Only move forward, and only contiguously from the hub's cursor.
+                if chunk.last > self.frontier.get(run_id, 0):
+                    self.frontier[run_id] = chunk.last
+                for sub in subs:
+                    sub.feed(chunk)
+        if self.dashboards and not self._more:
+            self.stats["dashboard_queries"] += 1
+            for run_id, data in await self.db(self._dashboard_changes):
+                for sub in self.dashboards:
+                    sub.feed(run_id, data)
+
+    # --- dashboard diffing (in the hub's thread) ------------------------------
+
+    def _prime_dashboard(self) -> None:
+        self._dashboard_changes()
+        self._dash_primed = True
+
+    def _dashboard_changes(self) -> list[tuple[int, bytes]]:
+        now = timezone.now()
+        since = self._dash_since or now - DASHBOARD_MARGIN
+        rows = Run.objects.filter(updated_at__gte=since).values_list(
+            "id", "updated_at", "status", "last_seq"
+        )
+        changed = []
+        seen = {}
+        for run_id, updated_at, status, _last_seq in rows:
+            key = (updated_at, status)
+            seen[run_id] = key
+            if self._dash_seen.get(run_id) != key:
+                changed.append(run_id)
+        self._dash_seen = seen
+        self._dash_since = now - DASHBOARD_MARGIN
+        if not changed or not self._dash_primed:
+            return []
+        runs = _runs_for_json().filter(pk__in=changed).order_by("id")
+        return [(run.pk, _run_event(run)) for run in runs]
+
+    # --- introspection -----------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "subscribers": self.subscriber_count,
+            "run_subscribers": sum(len(s) for s in self.runs.values()),
+            "dashboard_subscribers": len(self.dashboards),
+            "watched_runs": sorted(self.runs),
+            "reader_running": self._reader is not None and not self._reader.done(),
+            "tasks": len(asyncio.all_tasks(self.loop)),
+            "threads": threading.active_count(),
+            "buffered_bytes": sum(sub.buffered for s in self.runs.values() for sub in s),
+            **self.stats,
+        }
+
+
+def _runs_for_json():
+    return Run.objects.select_related("task", "requested_by").prefetch_related("actions")
+
+
+def _run_event(run: Run) -> bytes:
+    from taskrunner.serializers import run_json
+
+    return sse.event(run_json(run), event="run")
+
+
+def _fetch_rows(cursors: dict[int, int], limit: int) -> list[tuple]:
+    """New events of several runs in one query: `(run_id, seq, kind, stream, text, data, ts)`.
+
+    Raw SQL on purpose: the ORM's per-row converters (the datetime parse on
+    SQLite above all) would cost more than everything else on this path.
+    """
+    table = connections["default"].ops.quote_name(RunEvent._meta.db_table)
+    where = " OR ".join(["(run_id = %s AND seq > %s)"] * len(cursors))
+    params: list[int] = []
+    for run_id, after in cursors.items():
+        params += [run_id, after]
+    sql = (
+        f"SELECT run_id, seq, kind, stream, text, data, ts FROM {table} "  # noqa: S608 - no user text
+        f"WHERE {where} ORDER BY run_id, seq LIMIT %s"
+    )
+    with connections["default"].cursor() as cursor:
+        cursor.execute(sql, [*params, limit])
+        return cursor.fetchall()
+
+
+# --- one hub per process (per event loop) -----------------------------------
+
+_hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
+
+
+def get_hub() -> Hub:
+    """The hub of the running loop, created on first use."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        for old in [old for old in _hubs if old.is_closed()]:
+            _hubs.pop(old)._executor.shutdown(wait=False)
+        hub = _hubs[loop] = Hub(loop)
+    return hub
+
+
+async def release_request_thread() -> None:
+    """Let a long-lived stream hold no thread and no DB connection of its own.
+
+    Django runs each ASGI request in a ThreadSensitiveContext with its own
+    one-thread executor, kept until the response ends (PITFALLS A-7). A stream
+    that waits for hours needs neither: close the thread's connections, then
+    shut its executor down (the idle thread exits). A later sync call of this
+    request (Django's response.close()) creates a fresh one, briefly.
+    """
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(connections.close_all)()
+    try:
+        context = SyncToAsync.thread_sensitive_context.get(None)
+        executor = SyncToAsync.context_to_thread_executor.pop(context, None) if context else None
+    except (AttributeError, TypeError):  # asgiref internals moved: keep the thread
+        return
+    if executor is not None:
+        executor.shutdown(wait=False)
