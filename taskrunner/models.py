@@ -291,6 +291,7 @@ class Run(models.Model):
         a queued run finalises it here, without a worker.
         """
         self.refresh_from_db(fields=["status"])
+        data = data.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
         allowed = {
             ActionKind.PAUSE: {RunStatus.RUNNING},
             ActionKind.RESUME: {RunStatus.PAUSED},

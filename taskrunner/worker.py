@@ -63,6 +63,7 @@ HIGH_WATER = 20_000
 LOW_WATER = 5_000
 SAMPLE_SECONDS = 2.0
 BATCH_LIMIT = 10_000  # events of one run per transaction
+STORE_ATTEMPTS = 3
 
 
 def boot_id() -> str:
@@ -127,6 +128,7 @@ class Supervisor:
         self.forced = False
         self.stop_signal = ""
         self._idle_seen = False
+        self._store_failures = 0
 
     # --- entry points -------------------------------------------------------
 
@@ -389,17 +391,35 @@ class Supervisor:
         if batch:
             try:
                 await self.orm(self._store_batch, batch)
-            except DatabaseError:
-                # Nothing is lost: the events go back in front and are retried.
-                logger.exception("storing events failed; retrying runs=%s", list(batch))
-                self._put_back(batch)
-                await asyncio.sleep(0.5)
+            except DatabaseError as exc:
+                self._store_failures += 1
+                if self._store_failures < STORE_ATTEMPTS:
+                    # Nothing is lost: the events go back in front and are retried.
+                    logger.exception("storing events failed; retrying runs=%s", list(batch))
+                    self._put_back(batch)
+                    await asyncio.sleep(0.5)
+                else:
+                    # A batch the database refuses every time must not stall
+                    # every run: say in each log what was dropped, and go on.
+                    logger.exception("dropping events the database refuses runs=%s", list(batch))
+                    self._put_back(self._dropped_notice(batch, exc))
+            else:
+                self._store_failures = 0
         for handle in list(self.handles.values()):
             if handle.backpressured and len(handle.events) < LOW_WATER:
                 handle.backpressured = False
                 handle.proc.resume_reading()
             if handle.events:
                 self.dirty.set()
+
+    @staticmethod
+    def _dropped_notice(batch: dict[int, tuple], exc: Exception) -> dict[int, tuple]:
+        now = timezone.now()
+        notice = {}
+        for run_id, (events, _progress, _result) in batch.items():
+            text = f"[taskrunner] {len(events)} event(s) could not be stored: {exc}"[:2000]
+            notice[run_id] = ([(EventKind.LOG, "stderr", text, None, now)], None, (False, None))
+        return notice
 
     def _put_back(self, batch: dict[int, tuple]) -> None:
         for run_id, (events, progress, (has_result, result)) in batch.items():

@@ -82,3 +82,8 @@ def test_result_and_message():
 def test_unrecognised_double_colon_lines_are_ordinary():
     for text in ["::progress lots", "::result {not json", "::other 1", "::message", "plain"]:
         assert parse_protocol(text) is None, text
+
+
+def test_nul_inside_protocol_json_is_replaced():
+    event = parse_protocol('::message m {"a": "x\\u0000y", "k\\u0000": ["\\u0000"]}')
+    assert event.data == {"name": "m", "data": {"a": "x\ufffdy", "k\ufffd": ["\ufffd"]}}

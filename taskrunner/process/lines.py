@@ -112,6 +112,17 @@ class ProtocolEvent:
     data: Any
 
 
+def _without_nul(value: Any) -> Any:
+    """The JSON value with NUL replaced in every string (PostgreSQL jsonb refuses it)."""
+    if isinstance(value, str):
+        return value.replace("\x00", REPLACEMENT) if "\x00" in value else value
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value
+
+
 def _number(text: str) -> int | float:
     value = float(text)
     return int(value) if value.is_integer() and "." not in text else value
@@ -140,7 +151,7 @@ def parse_protocol(text: str) -> ProtocolEvent | None:
         )
     if text.startswith("::result "):
         try:
-            return ProtocolEvent("result", json.loads(text[len("::result ") :]))
+            return ProtocolEvent("result", _without_nul(json.loads(text[len("::result ") :])))
         except ValueError:
             return None
     if text.startswith("::message"):
@@ -152,5 +163,5 @@ def parse_protocol(text: str) -> ProtocolEvent | None:
             data = json.loads(raw) if raw else None
         except ValueError:
             return None
-        return ProtocolEvent("message", {"name": match["name"], "data": data})
+        return ProtocolEvent("message", {"name": match["name"], "data": _without_nul(data)})
     return None

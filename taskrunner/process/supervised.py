@@ -270,6 +270,11 @@ class SupervisedProcess:
                 ]:
                     await asyncio.sleep(0.05)
             self.tree.kill()
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline and [
+                p for p in self.tree.alive() if p.pid != self.pid
+            ]:
+                await asyncio.sleep(0.02)
         # With every writer gone the pipes reach EOF; do not wait forever on a
         # process that hid from us (no key, no ancestry): give it 2 seconds.
         try:

@@ -8,6 +8,7 @@ out.write(b"nul: a\x00b\n")
 out.write(b"split char: \xc3")  # the rest of "é" arrives in the next write
 out.flush()
 out.write(b"\xa9 ok\n")
+out.write(b'::message nul {"v": "a\\u0000b"}\n')  # JSON NUL: jsonb refuses it too
 out.write(b"progress 10%\rprogress 50%\rprogress 100%\n")
 out.write(b"x" * (5 * 1024 * 1024))  # 5 MB with no newline yet
 out.write(b"\n")

@@ -19,9 +19,11 @@ parser.add_argument("--setsid-descendant", action="store_true")
 parser.add_argument("--exit-code", type=int, default=0)
 args = parser.parse_args()
 
+# Each line is one write(): processes sharing the pipe cannot interleave within
+# a line (print() with PYTHONUNBUFFERED writes the text and "\n" separately).
 LOOP = (
-    "import sys,time\ni=0\n"
-    "while True:\n    i+=1\n    print('{0}', i, flush=True)\n    time.sleep(0.05)\n"
+    "import os,time\ni=0\n"
+    "while True:\n    i+=1\n    os.write(1, b'{0} %d\\n' % i)\n    time.sleep(0.05)\n"
 )
 helpers = []
 if args.grandchild:
@@ -36,6 +38,6 @@ for proc in helpers:
 i = 0
 while args.count == 0 or i < args.count:
     i += 1
-    print(f"line {i}", flush=True)
+    os.write(1, b"line %d\n" % i)
     time.sleep(args.interval)
 sys.exit(args.exit_code)

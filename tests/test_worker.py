@@ -1,0 +1,339 @@
+"""The supervisor end to end: a real `taskrunner worker` process, real children.
+
+Runs are queued and controlled through the models (as the API and the command
+line do) from this test process; the worker applies what is asked. Process
+state is read with psutil; every wait has a deadline.
+"""
+
+import os
+import signal
+import sys
+import time
+
+import psutil
+import pytest
+
+from taskrunner.models import FINAL_STATUSES, Run, RunStatus, Task
+from taskrunner.process.tree import find_by_key
+from tests.conftest import ROOT, child_script, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+STOPPED = {psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP}
+
+
+def define(name: str, argv: list[str], **fields) -> Task:
+    fields.setdefault("grace", 2.0)
+    fields.setdefault("max_concurrent", 4)
+    return Task.objects.create(name=name, argv=argv, **fields)
+
+
+def numbered(*args: str) -> list[str]:
+    return [*child_script("numbered"), *args]
+
+
+def fresh(run: Run) -> Run:
+    return Run.objects.select_related("task").get(pk=run.pk)
+
+
+def wait_status(run: Run, *statuses: str, timeout: float = 15.0) -> Run:
+    return wait_for(lambda: (r := fresh(run)).status in statuses and r, timeout=timeout)
+
+
+def wait_final(run: Run, timeout: float = 15.0) -> Run:
+    return wait_status(run, *FINAL_STATUSES, timeout=timeout)
+
+
+def log_lines(run: Run, prefix: str = "") -> list[str]:
+    lines = run.events.filter(kind="log").order_by("seq").values_list("text", flat=True)
+    return [line for line in lines if line.startswith(prefix)]
+
+
+def numbers(run: Run, prefix: str = "line ") -> list[int]:
+    return [int(line.split()[1]) for line in log_lines(run, prefix)]
+
+
+def statuses_of(run: Run) -> list[str]:
+    return [e.data["status"] for e in run.events.filter(kind="status").order_by("seq").only("data")]
+
+
+def processes(run: Run) -> list[psutil.Process]:
+    """Every live (non-zombie) process of the run, found by its key."""
+    alive = []
+    for proc in find_by_key(fresh(run).process_key):
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def gone(procs: list[psutil.Process]) -> bool:
+    """No process left: each exited (a zombie awaiting its reaper counts as exited)."""
+    for proc in procs:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
+            pass
+    return True
+
+
+def all_stopped(procs: list[psutil.Process]) -> bool:
+    try:
+        return all(p.status() in STOPPED for p in procs)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def none_stopped(procs: list[psutil.Process]) -> bool:
+    try:
+        return not any(p.status() in STOPPED for p in procs)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_success_and_failure_are_recorded_with_exit_codes(worker):
+    ok = define("ok", numbered("--count", "3")).start()
+    bad = define("bad", numbered("--count", "1", "--exit-code", "3")).start()
+    ok, bad = wait_final(ok), wait_final(bad)
+    assert (ok.status, ok.exit_code, ok.error) == (RunStatus.SUCCEEDED, 0, "")
+    assert log_lines(ok) == ["line 1", "line 2", "line 3"]
+    assert statuses_of(ok) == ["queued", "running", "succeeded"]
+    assert (bad.status, bad.exit_code) == (RunStatus.FAILED, 3)
+    assert "exit code 3" in bad.error
+    assert ok.started_at and ok.finished_at and ok.pid
+
+
+def test_pause_stops_the_whole_tree_and_resume_loses_no_line(worker, personas):
+    bob = personas["bob"]
+    run = define("tree", numbered("--grandchild", "--setsid-descendant")).start(user=bob)
+    wait_for(lambda: log_lines(run, "escapee") and log_lines(run, "grand") and numbers(run))
+    family = processes(run)
+    assert len(family) == 3  # the child, its grandchild, and the setsid() escapee
+    assert len({os.getpgid(p.pid) for p in family}) == 2
+
+    asked = time.monotonic()
+    fresh(run).request("pause", user=bob, via="api")
+    # Within half a second every process is stopped (psutil reads /proc).
+    wait_for(lambda: all_stopped(family), timeout=0.5, interval=0.005)
+    print(f"pause took {1000 * (time.monotonic() - asked):.1f} ms")
+    assert wait_status(run, RunStatus.PAUSED).paused_at is not None
+    time.sleep(0.2)  # anything already in the pipes is stored by now
+    stored = fresh(run).last_seq
+    time.sleep(0.5)
+    assert fresh(run).last_seq == stored, "events arrived while paused"
+
+    fresh(run).request("resume", user=bob, via="cli")
+    wait_for(lambda: none_stopped(family))
+    wait_status(run, RunStatus.RUNNING)
+    before = len(numbers(run))
+    wait_for(lambda: len(numbers(run)) > before + 5)
+
+    fresh(run).request("abort", user=bob, via="page")
+    run = wait_final(run)
+    assert run.status == RunStatus.ABORTED
+    assert numbers(run) == list(range(1, len(numbers(run)) + 1)), "a line lost or repeated"
+    assert [(a.action, a.by, a.via) for a in run.actions.all()] == [
+        ("start", "bob", "api"),
+        ("pause", "bob", "api"),
+        ("resume", "bob", "cli"),
+        ("abort", "bob", "page"),
+    ]
+    assert statuses_of(run) == ["queued", "running", "paused", "running", "aborted"]
+    wait_for(lambda: not processes(run) and gone(family))
+
+
+def test_abort_of_a_paused_run_ends_every_process(worker):
+    run = define("paused", numbered("--grandchild", "--setsid-descendant")).start()
+    wait_for(lambda: log_lines(run, "escapee") and log_lines(run, "grand"))
+    family = processes(run)
+    fresh(run).request("pause")
+    wait_status(run, RunStatus.PAUSED)
+    fresh(run).request("abort")
+    run = wait_final(run)
+    assert run.status == RunStatus.ABORTED
+    assert run.exit_code == -signal.SIGTERM
+    wait_for(lambda: gone(family))
+
+
+def test_abort_of_a_queued_run_needs_no_worker(personas):
+    run = define("never", numbered()).start(user=personas["bob"])
+    fresh(run).request("abort", user=personas["alice"], via="cli")
+    run = fresh(run)
+    assert run.status == RunStatus.ABORTED and run.started_at is None
+    assert statuses_of(run) == ["queued", "aborted"]
+    assert run.actions.get(action="abort").by == "alice"
+
+
+def test_a_child_ignoring_sigterm_is_killed_after_the_grace_period(worker):
+    run = define("stubborn", child_script("ignore_term"), grace=1.0).start()
+    wait_for(lambda: log_lines(run, "ready"))
+    leader = psutil.Process(fresh(run).pid)
+    asked = time.monotonic()
+    fresh(run).request("abort")
+    wait_for(lambda: log_lines(run, "got SIGTERM"))
+    assert leader.is_running()
+    run = wait_final(run)
+    assert time.monotonic() - asked >= 1.0
+    assert (run.status, run.exit_code) == (RunStatus.ABORTED, -signal.SIGKILL)
+    wait_for(lambda: gone([leader]))
+
+
+def test_timeout_counts_running_time_only(worker):
+    quick = define("quick", numbered(), timeout=0.5).start()
+    assert wait_final(quick).status == RunStatus.TIMED_OUT
+    assert "Timed out" in fresh(quick).error
+
+    run = define("patient", numbered("--interval", "0.05"), timeout=1.5).start()
+    wait_status(run, RunStatus.RUNNING)
+    fresh(run).request("pause")
+    wait_status(run, RunStatus.PAUSED)
+    time.sleep(2.0)  # paused longer than the timeout: must not count
+    fresh(run).request("resume")
+    assert wait_status(run, RunStatus.RUNNING, *FINAL_STATUSES).status == RunStatus.RUNNING
+    run = wait_final(run)
+    assert run.status == RunStatus.TIMED_OUT
+    assert run.duration > 3.0
+    assert 1.0 < run.duration - run.paused_seconds < 3.0
+
+
+def test_max_concurrent_keeps_the_second_run_queued(worker):
+    task = define("single", numbered("--count", "15", "--interval", "0.05"), max_concurrent=1)
+    first, second = task.start(), task.start()
+    wait_status(first, RunStatus.RUNNING)
+    while fresh(first).status == RunStatus.RUNNING:
+        assert fresh(second).status == RunStatus.QUEUED
+        time.sleep(0.05)
+    assert wait_final(first).status == RunStatus.SUCCEEDED
+    assert wait_final(second).status == RunStatus.SUCCEEDED
+    assert fresh(second).started_at >= fresh(first).finished_at
+
+
+def test_two_workers_never_run_the_same_run(start_worker):
+    task = define("many", numbered("--count", "1", "--interval", "0"), max_concurrent=20)
+    runs = [task.start() for _ in range(16)]
+    start_worker("--concurrency", "4")
+    start_worker("--concurrency", "4")
+    for run in runs:
+        assert wait_final(run, timeout=60).status == RunStatus.SUCCEEDED
+    for run in runs:
+        assert statuses_of(run).count("running") == 1
+        assert log_lines(run) == ["line 1"]
+    assert len({fresh(run).worker_id for run in runs}) >= 1
+
+
+def test_killed_worker_leaves_lost_runs_and_no_process(start_worker):
+    first = start_worker()
+    task = define("orphans", numbered("--grandchild", "--setsid-descendant"))
+    running, paused = task.start(), task.start()
+    for run in (running, paused):
+        wait_for(lambda run=run: len(processes(run)) == 3)
+    fresh(paused).request("pause")
+    wait_status(paused, RunStatus.PAUSED)
+    family = processes(running) + processes(paused)
+
+    first.signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    start_worker()
+    for run in (running, paused):
+        run = wait_final(run)
+        assert run.status == RunStatus.LOST
+        assert "died" in run.error
+    wait_for(lambda: gone(family))
+
+
+def test_sigterm_stops_the_worker_and_records_every_run(start_worker):
+    worker = start_worker()
+    task = define("graceful", numbered("--grandchild", "--setsid-descendant"), grace=1.0)
+    running, paused = task.start(), task.start()
+    for run in (running, paused):
+        wait_for(lambda run=run: len(processes(run)) == 3)
+    fresh(paused).request("pause")
+    wait_status(paused, RunStatus.PAUSED)
+    family = processes(running) + processes(paused)
+
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
+    for run in (running, paused):
+        run = fresh(run)
+        assert run.status == RunStatus.ABORTED
+        assert "worker stopped (SIGTERM)" in run.error
+    assert gone(family)
+
+
+def test_messy_output_is_stored_whole_and_in_order_with_flat_memory(worker):
+    worker_proc = psutil.Process(worker.pid)
+    wait_for(lambda: worker_proc.memory_info().rss > 0)
+    run = define("messy", [*child_script("messy_output"), "200000"]).start()
+    run = wait_final(run, timeout=120)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    lines = log_lines(run)
+    assert lines[:4] == [
+        "bad utf-8: \ufffd\ufffd end",
+        "nul: a\ufffdb",
+        "split char: é ok",
+        "progress 100%",
+    ]
+    assert run.events.get(kind="message").data == {"name": "nul", "data": {"v": "a\ufffdb"}}
+    pieces = run.events.filter(kind="log", text__startswith="xxx").order_by("seq")
+    assert sum(len(p.text) for p in pieces) == 5 * 1024 * 1024
+    assert [bool(p.data) for p in pieces] == [True] * (len(pieces) - 1) + [False]
+    counted = [line for line in lines if line.startswith("n ")]
+    assert counted == [f"n {i}" for i in range(1, 200_001)]
+    assert lines[-1] == "last line without newline"
+    assert worker_proc.is_running()
+    # A 5 MB line and 200,000 lines went through; the worker did not keep them.
+    assert worker_proc.memory_info().rss < 200 * 1024 * 1024
+
+
+def test_protocol_lines_and_standard_input(worker):
+    task = define(
+        "talker",
+        [*child_script("talker")],
+        env={"PYTHONPATH": str(ROOT)},
+        params=[{"name": "who", "default": "world"}],
+    )
+    task.full_clean()
+    task.save()
+    run = task.start({"who": "bob"})
+    wait_for(lambda: log_lines(run, "waiting for input"))
+    fresh(run).request("input", data="hello there")
+    wait_for(lambda: log_lines(run, "echo hello there"))
+    fresh(run).request("input", data="done")
+    run = wait_final(run)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.result == {"answer": 42, "params": {"who": "bob"}}
+    assert run.progress == {"current": 0.75, "total": None, "fraction": 0.75, "message": ""}
+    kinds = [e.kind for e in run.events.exclude(kind="status").order_by("seq")]
+    assert kinds[:2] == ["progress", "message"]
+    message = run.events.get(kind="message")
+    assert message.data == {"name": "hello", "data": {"n": 1}}
+    assert log_lines(run, "::") == ["::progress not-a-number", "::unknown thing"]
+    assert log_lines(run, "params") == ["params {'who': 'bob'}"]
+    assert [a.action for a in run.actions.all()] == ["start", "input", "input"]
+
+
+def test_a_command_that_cannot_start_fails_with_the_reason(worker):
+    run = define("missing", ["/nonexistent/program"]).start()
+    run = wait_final(run)
+    assert run.status == RunStatus.FAILED
+    assert "Could not start" in run.error and "/nonexistent/program" in run.error
+
+
+def test_children_get_the_contract_environment(worker):
+    code = (
+        "import os, json; print(os.environ['TASKRUNNER_RUN_ID'], "
+        "os.environ['TASKRUNNER_PARAMS'], os.environ['PYTHONUNBUFFERED'], os.environ['EXTRA'])"
+    )
+    task = define(
+        "env",
+        [sys.executable, "-c", code],
+        env={"EXTRA": "yes"},
+        params=[{"name": "n", "type": "int", "default": 2}],
+    )
+    task.full_clean()
+    task.save()
+    run = wait_final(task.start())
+    assert log_lines(run) == [f'{run.pk} {{"n": 2}} 1 yes']
