@@ -1,0 +1,284 @@
+// Shared helpers of the back-office pages: formatting, the live stream with
+// its own reconnection, and forms submitted without leaving the page.
+// Text from runs is only ever written with textContent, never as HTML.
+
+export const FINAL = new Set(["succeeded", "failed", "aborted", "timed_out", "lost"]);
+export const ACTIVE = new Set(["queued", "running", "paused"]);
+
+export function formatSeconds(seconds) {
+    if (seconds === null || seconds === undefined || Number.isNaN(seconds)) return "–";
+    if (seconds < 10) return `${Math.max(0, seconds).toFixed(1)} s`;
+    let s = Math.round(seconds);
+    if (s < 60) return `${s} s`;
+    let m = Math.floor(s / 60);
+    s %= 60;
+    if (m < 60) return `${m} min ${String(s).padStart(2, "0")} s`;
+    const h = Math.floor(m / 60);
+    m %= 60;
+    return `${h} h ${String(m).padStart(2, "0")} min`;
+}
+
+export function formatBytes(value) {
+    if (value === null || value === undefined) return "–";
+    let size = Number(value);
+    for (const unit of ["B", "KB", "MB", "GB"]) {
+        if (size < 1024 || unit === "GB") {
+            return unit === "B" ? `${size.toFixed(0)} ${unit}` : `${size.toFixed(1)} ${unit}`;
+        }
+        size /= 1024;
+    }
+    return "–";
+}
+
+export function formatCpu(value) {
+    return value === null || value === undefined ? "–" : `${Math.round(value)}%`;
+}
+
+export function formatTime(iso) {
+    if (!iso) return "–";
+    const d = new Date(iso);
+    const pad = (n) => String(n).padStart(2, "0");
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+export function statusLabel(status) {
+    return status ? status.replace("_", " ") : "never run";
+}
+
+/** Seconds a run has been going (or went), from its JSON or data-* times. */
+export function elapsed(startedIso, finishedIso, now = Date.now()) {
+    if (!startedIso) return null;
+    const end = finishedIso ? Date.parse(finishedIso) : now;
+    return Math.max(0, (end - Date.parse(startedIso)) / 1000);
+}
+
+export function progressFraction(progress) {
+    if (!progress || typeof progress !== "object") return null;
+    let value = progress.fraction;
+    if (typeof value !== "number") {
+        const { current, total } = progress;
+        if (typeof current === "number" && typeof total === "number" && total > 0) {
+            value = current / total;
+        }
+    }
+    return typeof value === "number" ? Math.min(1, Math.max(0, value)) : null;
+}
+
+export function progressText(progress) {
+    if (!progress || typeof progress !== "object") return "";
+    const parts = [];
+    const { current, total, fraction, message } = progress;
+    if (typeof current === "number" && typeof total === "number") {
+        parts.push(`${current} / ${total}`);
+    } else if (typeof fraction === "number") {
+        parts.push(`${Math.round(fraction * 100)}%`);
+    }
+    if (message) parts.push(String(message));
+    return parts.join(" · ");
+}
+
+/** Show a progress value on a <progress> (indeterminate when unknown). */
+export function setProgress(bar, progress) {
+    if (!bar) return;
+    const value = progressFraction(progress);
+    if (value === null) bar.removeAttribute("value");
+    else bar.value = value;
+}
+
+export function setStatusBadge(badge, status) {
+    if (!badge) return;
+    badge.className = `tr-status tr-status--${status || "none"}`;
+    badge.textContent = statusLabel(status);
+}
+
+export function setText(el, text) {
+    if (el && el.textContent !== text) el.textContent = text;
+}
+
+/**
+ * An EventSource that keeps itself connected.
+ *
+ * The browser retries on its own after a network error, but an HTTP error
+ * (or a server that is down at the moment of the retry) closes an
+ * EventSource for good. Then we open a new one ourselves, with exponential
+ * backoff, from `url()` (so the caller can resume after its last event).
+ * `onState` gets "connecting", "live", "reconnecting" or "disconnected"
+ * (with the seconds until the next attempt), and finally "ended".
+ */
+export class LiveStream {
+    constructor({ url, handlers, onState, onOpen, shouldReconnect }) {
+        this.url = url;
+        this.handlers = handlers;
+        this.onState = onState || (() => {});
+        this.onOpen = onOpen || (() => {});
+        this.shouldReconnect = shouldReconnect || (async () => true);
+        this.delay = 1000;
+        this.source = null;
+        this.timer = null;
+        this.stopped = false;
+        this.opened = 0;
+    }
+
+    start() {
+        this.stopped = false;
+        this.connect();
+    }
+
+    stop(state = "ended") {
+        this.stopped = true;
+        clearTimeout(this.timer);
+        if (this.source) this.source.close();
+        this.source = null;
+        this.onState(state);
+    }
+
+    connect() {
+        if (this.stopped) return;
+        this.onState(this.opened ? "reconnecting" : "connecting");
+        const source = new EventSource(this.url());
+        this.source = source;
+        for (const [name, handler] of Object.entries(this.handlers)) {
+            source.addEventListener(name, (event) => {
+                if (this.source === source) handler(event);
+            });
+        }
+        source.addEventListener("open", () => {
+            if (this.source !== source) return;
+            this.delay = 1000;
+            this.opened += 1;
+            this.onState("live");
+            this.onOpen(this.opened);
+        });
+        source.addEventListener("error", () => {
+            if (this.source !== source || this.stopped) return;
+            if (source.readyState === EventSource.CONNECTING) {
+                // The browser retries by itself, with Last-Event-ID.
+                this.onState("reconnecting");
+                return;
+            }
+            source.close();
+            this.source = null;
+            this.scheduleRetry();
+        });
+    }
+
+    async scheduleRetry() {
+        let again = true;
+        try {
+            again = await this.shouldReconnect();
+        } catch {
+            again = true; // the server is unreachable: keep trying
+        }
+        if (this.stopped) return;
+        if (!again) {
+            this.stop();
+            return;
+        }
+        const wait = this.delay;
+        this.delay = Math.min(this.delay * 2, 30000);
+        this.onState("disconnected", Math.round(wait / 1000));
+        this.timer = setTimeout(() => this.connect(), wait);
+    }
+}
+
+const STATE_TEXT = {
+    connecting: "connecting…",
+    live: "live",
+    reconnecting: "reconnecting…",
+    disconnected: "disconnected",
+    ended: "finished",
+};
+
+/** Reflect a LiveStream's state in a `[data-connection]` element. */
+export function showConnection(el, state, seconds) {
+    if (!el) return;
+    el.dataset.state = state;
+    let text = STATE_TEXT[state] || state;
+    if (state === "disconnected" && seconds) text = `disconnected — retrying in ${seconds} s`;
+    el.textContent = text;
+}
+
+function csrfToken(form) {
+    const input = form.querySelector("input[name=csrfmiddlewaretoken]");
+    return input ? input.value : "";
+}
+
+/** Flash a message in the admin's message list at the top of the page. */
+export function flash(text, level = "error") {
+    let list = document.querySelector("ul.messagelist");
+    if (!list) {
+        list = document.createElement("ul");
+        list.className = "messagelist";
+        const main = document.querySelector("#content-start") || document.body;
+        main.prepend(list);
+    }
+    const item = document.createElement("li");
+    item.className = level;
+    item.textContent = text;
+    list.append(item);
+    setTimeout(() => item.remove(), 8000);
+}
+
+/**
+ * Submit `form[data-control]` / `[data-input-form]` forms with fetch, so the
+ * page (and its stream) stays; `data-confirm` asks first. Without JS the
+ * same forms post and redirect back.
+ */
+export function enhanceForms(root, { onSuccess } = {}) {
+    root.addEventListener("submit", async (event) => {
+        const form = event.target;
+        if (!(form instanceof HTMLFormElement)) return;
+        if (!form.matches("[data-control], [data-input-form], [data-confirm]")) return;
+        if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+            event.preventDefault();
+            return;
+        }
+        if (!form.matches("[data-control], [data-input-form]")) return;
+        event.preventDefault();
+        const buttons = form.querySelectorAll("button");
+        buttons.forEach((b) => (b.disabled = true));
+        try {
+            const response = await fetch(form.action, {
+                method: "POST",
+                body: new FormData(form),
+                headers: { Accept: "application/json", "X-CSRFToken": csrfToken(form) },
+                credentials: "same-origin",
+            });
+            if (!response.ok) {
+                let message = `The request failed (${response.status}).`;
+                try {
+                    const body = await response.json();
+                    message = body.error?.message || message;
+                } catch {
+                    /* not JSON */
+                }
+                flash(message);
+            } else if (onSuccess) {
+                onSuccess(form);
+            }
+        } catch {
+            flash("The server could not be reached.");
+        } finally {
+            buttons.forEach((b) => (b.disabled = false));
+        }
+    });
+}
+
+/** Ask before a start/abort form posts normally (no fetch). */
+export function confirmForms(root) {
+    root.addEventListener("submit", (event) => {
+        const form = event.target;
+        if (form instanceof HTMLFormElement && form.dataset.confirm) {
+            if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+        }
+    });
+}
+
+export async function fetchJson(url) {
+    const response = await fetch(url, {
+        headers: { Accept: "application/json" },
+        credentials: "same-origin",
+    });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    return response.json();
+}

@@ -1,0 +1,146 @@
+"""Fixtures of the browser tests: Debian's Chromium driven by Playwright (sync API)
+against a real uvicorn server and a real worker on the test database.
+
+Playwright's sync API runs an event loop in this thread, and Django refuses
+ORM calls while a loop is running unless DJANGO_ALLOW_ASYNC_UNSAFE is set.
+The tests' own ORM calls are safe (no loop is really in the way), so it is set
+here, but never passed on to the server and worker processes, whose async
+safety must stay checked.
+"""
+
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@contextmanager
+def _child_env_without_unsafe():
+    value = os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    try:
+        yield
+    finally:
+        if value is not None:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = value
+
+
+@pytest.fixture
+def start_server(start_server):
+    def start(*args, **kwargs):
+        with _child_env_without_unsafe():
+            return start_server(*args, **kwargs)
+
+    return start
+
+
+@pytest.fixture
+def start_worker(start_worker):
+    def start(*args, **kwargs):
+        with _child_env_without_unsafe():
+            return start_worker(*args, **kwargs)
+
+    return start
+
+
+@pytest.fixture(scope="session", autouse=True)
+def collected_static():
+    """Collect static files once: with DEBUG off the pages need the manifest.
+
+    (CompressedManifestStaticFilesStorage refuses `{% static %}` for a file
+    missing from var/static/staticfiles.json, so every page would be a 500.)
+    """
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    env.setdefault("SECRET_KEY", "insecure-test-only-key")
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class PageProblems:
+    """Console errors, CSP violations and uncaught exceptions seen by a page."""
+
+    def __init__(self):
+        self.errors: list[str] = []
+
+    def attach(self, page):
+        page.on("console", self._console)
+        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+
+    def _console(self, message):
+        if message.type == "error":
+            text = message.text
+            # A stream cut on purpose (server restart) logs a network error.
+            if "net::ERR_" in text or "Failed to load resource" in text:
+                return
+            self.errors.append(f"console: {text}")
+
+
+@pytest.fixture
+def new_page(browser):
+    """Make pages in fresh contexts; each must end with no console error or CSP violation."""
+    made = []
+
+    def make(*, color_scheme="light", viewport=None):
+        context = browser.new_context(
+            color_scheme=color_scheme,
+            viewport=viewport or {"width": 1360, "height": 900},
+            device_scale_factor=1,
+        )
+        context.set_default_timeout(15_000)
+        page = context.new_page()
+        problems = PageProblems()
+        problems.attach(page)
+        made.append((context, problems))
+        return page
+
+    yield make
+    errors = [e for _, problems in made for e in problems.errors]
+    for context, _ in made:
+        context.close()
+    assert not errors, errors
+
+
+@pytest.fixture
+def page(new_page):
+    return new_page()
+
+
+@pytest.fixture
+def live(personas, start_server, worker):
+    """A real server and worker on the test database, with the personas."""
+    server = start_server()
+    server.worker = worker
+    return server

@@ -1,0 +1,87 @@
+"""Helpers of the browser tests: logging in, test tasks, screenshots, processes."""
+
+import re
+import shutil
+from pathlib import Path
+
+from tests.conftest import PASSWORD, ROOT, child_script
+
+ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
+DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
+
+
+def login(page, base_url: str, username: str, next_path: str = "/") -> None:
+    """Log in through the admin's login form, as a person would."""
+    page.goto(f"{base_url}{next_path}")
+    assert "/admin/login/" in page.url, page.url
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url(re.compile(re.escape(base_url + next_path) + r"$"))
+
+
+def define_numbered(name: str = "numbered", *, rate: float = 50, total: int = 0, **fields):
+    """A crawler-like test task printing `line N` (tests/children/browser_numbered.py)."""
+    from taskrunner.models import Task
+
+    argv = [*child_script("browser_numbered"), "--rate", str(rate), "--total", str(total)]
+    defaults = {"title": name.replace("-", " ").capitalize(), "argv": argv, "cwd": str(ROOT)}
+    defaults.update(fields)
+    task, _ = Task.objects.update_or_create(name=name, defaults=defaults)
+    return task
+
+
+def define_crawler():
+    """The demo crawler of backoffice/jobs when it exists, else the test child."""
+    from taskrunner.models import Task
+
+    crawler = ROOT / "backoffice" / "jobs" / "crawler.py"
+    if crawler.exists():
+        try:
+            from backoffice.management.commands.setup_demo import demo_tasks
+        except ImportError:
+            demo_tasks = None
+        if demo_tasks is not None:
+            spec = next(t for t in demo_tasks() if t["name"] == "crawler")
+            task = Task(**spec)
+            task.cwd = str(ROOT)
+            task.full_clean()
+            task.save()
+            return task
+    return define_numbered("crawler", rate=20, title="Crawler (test child)")
+
+
+def save_screenshot(page, name: str) -> Path:
+    """Save to test-artifacts/screenshots/ and copy to docs/screenshots/."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    shutil.copyfile(path, DOCS_SCREENSHOTS / path.name)
+    return path
+
+
+def run_processes(run_id: int):
+    """The run's live processes (its child and descendants), per psutil."""
+    import psutil
+
+    from taskrunner.models import Run
+
+    run = Run.objects.get(pk=run_id)
+    if not run.pid:
+        return []
+    try:
+        root = psutil.Process(run.pid)
+        if run.pid_create_time and abs(root.create_time() - run.pid_create_time) > 1:
+            return []
+        family = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+    alive = []
+    for proc in family:
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
