@@ -1,0 +1,105 @@
+"""Printing a run's output from the database, and following it live.
+
+The command line is a process of its own: it learns of new events the way a
+web process does, by waking on commits (`DatabaseWaker`: PRAGMA data_version
+on SQLite, LISTEN on PostgreSQL) and reading `seq > last`. Each log line is
+printed once, in order; stderr lines go to stderr.
+
+The ORM is used between `runner.run(...)` calls, when no event loop is
+running, so Django's async-safety check is satisfied without threads.
+"""
+
+import asyncio
+from collections.abc import Iterator
+from typing import TextIO
+
+from taskrunner.models import FINAL_STATUSES, EventKind, Run, RunEvent
+from taskrunner.wakeup import DatabaseWaker
+
+BATCH = 1000
+# An upper bound on a wait: a wake-up missed for any reason costs at most this.
+MAX_WAIT = 1.0
+
+
+class LogPrinter:
+    """Writes log events to stdout or stderr; a `continued` piece gets no newline."""
+
+    def __init__(self, stdout: TextIO, stderr: TextIO):
+        self.streams = {"stdout": stdout, "stderr": stderr}
+
+    def write(self, event: RunEvent) -> None:
+        out = self.streams.get(event.stream, self.streams["stdout"])
+        continued = bool(event.data and event.data.get("continued"))
+        out.write(event.text if continued else event.text + "\n")
+
+    def flush(self) -> None:
+        for out in self.streams.values():
+            out.flush()
+
+
+def events_after(run_id: int, last: int, *, upto: int | None = None) -> Iterator[RunEvent]:
+    """Every event with seq > last (and <= upto), in order, read in batches."""
+    while True:
+        query = RunEvent.objects.filter(run_id=run_id, seq__gt=last)
+        if upto is not None:
+            query = query.filter(seq__lte=upto)
+        batch = list(query.order_by("seq")[:BATCH])
+        yield from batch
+        if len(batch) < BATCH:
+            return
+        last = batch[-1].seq
+
+
+def tail_start(run_id: int, lines: int, upto: int) -> int:
+    """The seq after which the last `lines` log lines (up to `upto`) begin."""
+    seqs = list(
+        RunEvent.objects.filter(run_id=run_id, kind=EventKind.LOG, seq__lte=upto)
+        .order_by("-seq")
+        .values_list("seq", flat=True)[:lines]
+    )
+    return seqs[-1] - 1 if seqs else upto
+
+
+def print_events(run_id: int, last: int, printer: LogPrinter, upto: int | None = None):
+    """Print the log events after `last`; return (new last, final status seen or None)."""
+    final = None
+    for event in events_after(run_id, last, upto=upto):
+        last = event.seq
+        if event.kind == EventKind.LOG:
+            printer.write(event)
+        elif event.kind == EventKind.STATUS and (event.data or {}).get("status") in FINAL_STATUSES:
+            final = event.data["status"]
+    printer.flush()
+    return last, final
+
+
+def print_log(run: Run, printer: LogPrinter, tail: int | None = None) -> int:
+    """Print the run's output so far; return the last seq read."""
+    upto = Run.objects.filter(pk=run.pk).values_list("last_seq", flat=True).get()
+    start = tail_start(run.pk, tail, upto) if tail else 0
+    last, _ = print_events(run.pk, start, printer, upto=upto)
+    return max(last, upto)
+
+
+def follow(run: Run, printer: LogPrinter, tail: int | None = None) -> Run:
+    """Print the run's output until it is final; return the run as it ended."""
+    with asyncio.Runner() as runner:
+        waker = DatabaseWaker()
+        try:
+            # Taken before the first read, so a commit made during it wakes us.
+            runner.run(waker.wait(0))
+            last = print_log(run, printer, tail)
+            while True:
+                last, final = print_events(run.pk, last, printer)
+                if final is not None or _ended_with_nothing_after(run, last):
+                    run.refresh_from_db()
+                    return run
+                runner.run(waker.wait(MAX_WAIT))
+        finally:
+            runner.run(waker.close())
+
+
+def _ended_with_nothing_after(run: Run, last: int) -> bool:
+    """The run is final and every event it has was read (the final status one included)."""
+    status, last_seq = Run.objects.filter(pk=run.pk).values_list("status", "last_seq").get()
+    return status in FINAL_STATUSES and last_seq <= last
