@@ -38,6 +38,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from asgiref.sync import SyncToAsync
+from django.conf import settings
 from django.db import connections
 from django.utils import timezone
 
@@ -120,7 +121,7 @@ class RunSubscription:
     def feed(self, chunk: Chunk) -> None:
         if chunk.last <= self.cursor:
             return
-        if self.buffered + len(chunk.data) > BUFFER_BYTES:
+        if self.buffered + len(chunk.data) > self.hub.buffer_bytes:
             # Too slow: forget the backlog; next() reads the gap from the DB.
             self.chunks.clear()
             self.buffered = 0
@@ -243,6 +244,9 @@ class DashboardSubscription:
 class Hub:
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
+        self.buffer_bytes = int(
+            getattr(settings, "TASKRUNNER_SSE_CLIENT_BUFFER_BYTES", BUFFER_BYTES)
+        )
         self.runs: dict[int, set[RunSubscription]] = {}
         self.frontier: dict[int, int] = {}  # per watched run: highest seq fetched
         self.dashboards: set[DashboardSubscription] = set()

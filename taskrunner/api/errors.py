@@ -98,6 +98,13 @@ def is_api_path(path: str) -> bool:
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     """CSRF_FAILURE_VIEW: JSON 403 under the API, Django's page everywhere else."""
     if is_api_path(request.path):
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            # Nobody to forge a request for: the real problem is the missing login.
+            return error_response(
+                "unauthenticated",
+                "Log in (session cookie) or send 'Authorization: Bearer <token>'.",
+            )
         return error_response(
             "forbidden",
             "CSRF check failed: send the X-CSRFToken header with a session, "

@@ -1,14 +1,20 @@
 """Helpers of the API tests: an SSE parser over httpx lines, a small HTTP client."""
 
+import asyncio
 import json
 import sys
+import threading
 import time
-from pathlib import Path
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+
+# Short keepalives so tests can see them without waiting 15 s.
+SERVER_ENV = {"TASKRUNNER_SSE_KEEPALIVE_SECONDS": "0.5"}
 
 CHILDREN = Path(__file__).resolve().parent.parent / "children"
 
@@ -141,3 +147,75 @@ class Stream:
 
 def is_status(status: str):
     return lambda ev: ev.event == "status" and ev.data["status"] == status
+
+
+def raw_stream_request(host: str, port: int, path: str, token: str, extra: str = "") -> bytes:
+    """An HTTP/1.0 GET: the body then ends when the server closes (no chunking)."""
+    return (
+        f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n"
+        f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n{extra}\r\n"
+    ).encode()
+
+
+class Fleet:
+    """Many SSE clients on one asyncio loop in a thread, each recording the seqs it got.
+
+    Raw HTTP/1.0 over asyncio streams, so 200 clients cost the test little.
+    """
+
+    def __init__(self, url: str, path: str, token: str):
+        parts = urlsplit(url)
+        self.host, self.port, self.path, self.token = parts.hostname, parts.port, path, token
+        self.loop = asyncio.new_event_loop()
+        self.seqs: list[list[int]] = []
+        self.ended: list[bool] = []
+        self.errors: list[str] = []
+        self._tasks = []
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def add(self, count: int) -> None:
+        def start():
+            for _ in range(count):
+                index = len(self.seqs)
+                self.seqs.append([])
+                self.ended.append(False)
+                self._tasks.append(self.loop.create_task(self._client(index)))
+
+        self.loop.call_soon_threadsafe(start)
+        wait_for(lambda: len(self.seqs) >= count, 10)
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self.loop).result(10)
+
+    async def _client(self, index: int) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+            writer.write(raw_stream_request(self.host, self.port, self.path, self.token))
+            await writer.drain()
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                text = line.decode().rstrip("\r\n")
+                if text.startswith("id: "):
+                    self.seqs[index].append(int(text[4:]))
+                elif text == "event: end":
+                    self.ended[index] = True
+            writer.close()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded for the test to report
+            self.errors.append(f"client {index}: {exc!r}")
+
+    def count_at_least(self, seq: int) -> int:
+        return sum(1 for seqs in self.seqs if seqs and seqs[-1] >= seq)
+
+    def close(self) -> None:
+        async def cancel():
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(cancel(), self.loop).result(20)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()

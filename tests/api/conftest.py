@@ -4,10 +4,13 @@ import secrets
 import sys
 
 import pytest
-from api_helpers import client
+from api_helpers import SERVER_ENV, client
 
-# Short keepalives so tests can see them without waiting 15 s.
-SERVER_ENV = {"TASKRUNNER_SSE_KEEPALIVE_SECONDS": "0.5"}
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Personas are created with a fast hasher: PBKDF2 would cost seconds per test."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
@@ -51,8 +54,10 @@ def as_user(api, tokens):
 @pytest.fixture
 def make_task(transactional_db):
     from taskrunner.models import Task
+    from taskrunner.params import normalize_declaration
 
     def make(name: str = "demo", argv: list[str] | None = None, **fields):
+        fields["params"] = normalize_declaration(fields.get("params", []))
         return Task.objects.create(
             name=name,
             argv=argv or [sys.executable, "-c", "print('hi')"],
