@@ -62,8 +62,7 @@ class Command(BaseCommand):
         try:
             code = verbs.VERBS[opts.verb](opts, console)
         except DatabaseError as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc)
-            raise CommandError(f"Database error: {first_line}") from exc
+            raise CommandError(_database_error(exc)) from exc
         except KeyboardInterrupt:
             code = exitcodes.INTERRUPTED
         except BrokenPipeError:
@@ -71,6 +70,14 @@ class Command(BaseCommand):
             code = exitcodes.ERROR
         if code:
             sys.exit(code)
+
+
+def _database_error(exc: DatabaseError) -> str:
+    text = str(exc).strip()
+    message = f"Database error: {text.splitlines()[0] if text else type(exc).__name__}"
+    if "no such table" in text or ("relation" in text and "does not exist" in text):
+        message += " (has `manage.py migrate` been run?)"
+    return message
 
 
 def _raw(wrapper):
