@@ -6,6 +6,7 @@ methods of `RunQuerySet`.
 """
 
 import hashlib
+import json
 import secrets
 from typing import Any
 
@@ -276,8 +277,8 @@ class Run(models.Model):
 
     # --- events -----------------------------------------------------------
 
-    def record_status_event(self) -> "RunEvent":
-        """Append a `status` event holding this run's JSON as it is now."""
+    def record_status_event(self) -> int:
+        """Append a `status` event holding this run's JSON as it is now; its seq."""
         from taskrunner.serializers import run_json
 
         return append_events(self.pk, [(EventKind.STATUS, "", "", run_json(self))])[0]
@@ -392,35 +393,77 @@ class Run(models.Model):
         self.record_status_event()
 
 
-def append_events(run_id: int, events: list[tuple]) -> list["RunEvent"]:
+def append_events(run_id: int, events: list[tuple]) -> tuple[int, int]:
     """Store events `(kind, stream, text, data[, ts])` with the run's next sequence numbers.
 
-    The counter is bumped with an UPDATE first, so the row stays write-locked
-    until commit: events of one run are committed in `seq` order, and a reader
-    following `seq > N` never skips one.
+    Returns the first and last `seq` used. The counter is bumped with an
+    UPDATE first, so the row stays write-locked until commit: events of one
+    run are committed in `seq` order, and a reader following `seq > N` never
+    skips one.
     """
     if not events:
-        return []
+        return (0, 0)
     now = timezone.now()
     with transaction.atomic():
         Run.objects.filter(pk=run_id).update(last_seq=F("last_seq") + len(events))
         last = Run.objects.filter(pk=run_id).values_list("last_seq", flat=True).get()
         first = last - len(events) + 1
-        rows = [
-            RunEvent(
-                run_id=run_id,
-                seq=first + i,
-                kind=event[0],
-                stream=event[1],
-                text=event[2],
-                data=event[3],
-                ts=event[4] if len(event) > 4 else now,
-            )
-            for i, event in enumerate(events)
-        ]
-        RunEvent.objects.bulk_create(rows, batch_size=2000)
+        _insert_events(run_id, first, events, now)
         notify("event", run_id)
-    return rows
+    return (first, last)
+
+
+def _insert_events(run_id: int, first: int, events: list[tuple], now) -> None:
+    """Insert events without the ORM's per-row work: this is the log's hot path.
+
+    PostgreSQL takes them with COPY; SQLite with one executemany. Both are
+    several times faster than bulk_create for hundreds of thousands of lines.
+    """
+    table = connection.ops.quote_name(RunEvent._meta.db_table)
+    columns = "run_id, seq, kind, stream, text, data, ts"
+    dumps = json.dumps
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for seq, event in enumerate(events, first):
+                    data = event[3]
+                    copy.write_row(
+                        (
+                            run_id,
+                            seq,
+                            event[0],
+                            event[1],
+                            event[2],
+                            None if data is None else dumps(data),
+                            event[4] if len(event) > 4 else now,
+                        )
+                    )
+            return
+        # Lines read together share one timestamp object: adapt each once.
+        adapt = connection.ops.adapt_datetimefield_value
+        adapted: dict[int, str] = {}
+
+        def stamp(ts) -> str:
+            key = id(ts)
+            if key not in adapted:
+                adapted[key] = adapt(ts)
+            return adapted[key]
+
+        cursor.executemany(
+            f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s, %s, %s)",  # noqa: S608
+            [
+                (
+                    run_id,
+                    seq,
+                    event[0],
+                    event[1],
+                    event[2],
+                    None if event[3] is None else dumps(event[3]),
+                    stamp(event[4] if len(event) > 4 else now),
+                )
+                for seq, event in enumerate(events, first)
+            ],
+        )
 
 
 NOTIFY_CHANNEL = "taskrunner"

@@ -53,12 +53,24 @@ class LineSplitter:
         lines: list[Line] = []
         if not data:
             return lines
-        self._pending += data
-        if b"\n" in data:
-            *complete, rest = bytes(self._pending).split(b"\n")
-            self._pending = bytearray(rest)
-            for raw in complete:
-                self._emit(raw, lines)
+        end = data.rfind(b"\n")
+        if end >= 0:
+            complete = bytes(self._pending) + data[:end] if self._pending else data[:end]
+            self._pending = bytearray(data[end + 1 :])
+            if b"\r" in complete:
+                for raw in complete.split(b"\n"):
+                    self._emit(raw, lines)
+            else:
+                # The common case, decoded in one go (a line never ends inside
+                # a UTF-8 character); only a suspiciously long line is measured.
+                short = self.max_line_bytes // 4
+                for text in _decode(complete).split("\n"):
+                    if len(text) <= short:
+                        lines.append(Line(text))
+                    else:
+                        self._emit_text(text, lines)
+        else:
+            self._pending += data
         self._collapse_pending()
         self._cut_long_pending(lines)
         return lines
@@ -80,6 +92,17 @@ class LineSplitter:
             lines.append(Line(_decode(raw[:cut]), continued=True))
             raw = raw[cut:]
         lines.append(Line(_decode(raw)))
+
+    def _emit_text(self, text: str, lines: list[Line]) -> None:
+        raw = text.encode()
+        if len(raw) <= self.max_line_bytes:
+            lines.append(Line(text))
+            return
+        while len(raw) > self.max_line_bytes:
+            cut = _cut_point(raw, self.max_line_bytes)
+            lines.append(Line(raw[:cut].decode(), continued=True))
+            raw = raw[cut:]
+        lines.append(Line(raw.decode()))
 
     def _collapse_pending(self) -> None:
         # A progress bar redrawn with \r and no \n would otherwise grow the

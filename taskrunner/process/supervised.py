@@ -276,13 +276,20 @@ class SupervisedProcess:
             ]:
                 await asyncio.sleep(0.02)
         # With every writer gone the pipes reach EOF; do not wait forever on a
-        # process that hid from us (no key, no ancestry): give it 2 seconds.
-        try:
-            await asyncio.wait_for(self.pipes_closed.wait(), timeout=2.0)
-        except TimeoutError:
-            logger.warning("pipes still open after exit pid=%s; closing them", self.pid)
-            self.drain_pipes()
-            self.close_pipes()
+        # process that hid from us (no key, no ancestry): 2 seconds of reading
+        # (time with reading paused for backpressure does not count).
+        waited = 0.0
+        while not self.pipes_closed.is_set():
+            if waited > 2.0:
+                logger.warning("pipes still open after exit pid=%s; closing them", self.pid)
+                self.drain_pipes()
+                self.close_pipes()
+                break
+            try:
+                await asyncio.wait_for(self.pipes_closed.wait(), timeout=0.05)
+            except TimeoutError:
+                if not self._paused_reading:
+                    waited += 0.05
         return self.reap()
 
 
