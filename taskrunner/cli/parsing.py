@@ -105,7 +105,15 @@ def run_id(text: str) -> int:
     return value
 
 
+EPILOG = (
+    "Exit codes: 0 done (with --follow: the run succeeded); 1 error (one line on stderr); "
+    "2 bad usage; with --follow, by the run's final status: 3 failed, 4 aborted, "
+    "5 timed out, 6 lost; 130 interrupted (the run goes on)."
+)
+
+
 def add_verbs(parser: CommandParser) -> None:
+    parser.epilog = EPILOG
     verbs = parser.add_subparsers(
         dest="verb", metavar="VERB", required=True, parser_class=OneLineParser
     )
@@ -167,7 +175,9 @@ def _add_define(verbs) -> None:
 def _add_start(verbs) -> None:
     sub = verbs.add_parser("start", help="queue a run and print its id")
     sub.add_argument("name", metavar="NAME")
-    sub.add_argument("--param", action="append", metavar="K=V")
+    sub.add_argument(
+        "--param", action="append", metavar="K=V", help="a parameter's value; repeat for each"
+    )
     _add_user(sub)
     sub.add_argument("--follow", action="store_true", help="print its output until it ends")
 
