@@ -10,7 +10,10 @@ running, so Django's async-safety check is satisfied without threads.
 """
 
 import asyncio
+import signal
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TextIO
 
 from taskrunner.models import FINAL_STATUSES, EventKind, Run, RunEvent
@@ -19,6 +22,7 @@ from taskrunner.wakeup import DatabaseWaker
 BATCH = 1000
 # An upper bound on a wait: a wake-up missed for any reason costs at most this.
 MAX_WAIT = 1.0
+INTERRUPT_CHECK = 0.1  # how soon Ctrl-C is noticed while waiting
 
 
 class LogPrinter:
@@ -81,22 +85,59 @@ def print_log(run: Run, printer: LogPrinter, tail: int | None = None) -> int:
     return max(last, upto)
 
 
-def follow(run: Run, printer: LogPrinter, tail: int | None = None) -> Run:
-    """Print the run's output until it is final; return the run as it ended."""
+class Interrupts:
+    """Ctrl-C recorded, not raised, while following (see `recording_interrupts`).
+
+    A KeyboardInterrupt raised at an arbitrary point (say, inside asyncio's
+    loop set-up or a psycopg connect) can leave half-built objects that print
+    tracebacks at exit; a flag checked by the loop cannot.
+    """
+
+    def __init__(self):
+        self.count = 0
+
+    def record(self, signum, frame) -> None:
+        self.count += 1
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+
+@contextmanager
+def recording_interrupts() -> Iterator[Interrupts]:
+    interrupts = Interrupts()
+    previous = signal.signal(signal.SIGINT, interrupts.record)
+    try:
+        yield interrupts
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def follow(run: Run, printer: LogPrinter, interrupts: Interrupts, tail: int | None = None):
+    """Print the run's output until it is final; the run as it ended, or None on Ctrl-C."""
     with asyncio.Runner() as runner:
         waker = DatabaseWaker()
         try:
             # Taken before the first read, so a commit made during it wakes us.
             runner.run(waker.wait(0))
             last = print_log(run, printer, tail)
-            while True:
+            while not interrupts:
                 last, final = print_events(run.pk, last, printer)
                 if final is not None or _ended_with_nothing_after(run, last):
                     run.refresh_from_db()
                     return run
-                runner.run(waker.wait(MAX_WAIT))
+                runner.run(_wait(waker, interrupts))
+            return None
         finally:
             runner.run(waker.close())
+
+
+async def _wait(waker: DatabaseWaker, interrupts: Interrupts) -> None:
+    """Until a commit, Ctrl-C or MAX_WAIT; in slices, so Ctrl-C is seen at once."""
+    deadline = time.monotonic() + MAX_WAIT
+    while not interrupts and time.monotonic() < deadline:
+        if await waker.wait(min(INTERRUPT_CHECK, deadline - time.monotonic())):
+            return
 
 
 def _ended_with_nothing_after(run: Run, last: int) -> bool:

@@ -156,17 +156,17 @@ def start(opts: Namespace, console: Console) -> int:
         raise param_error(exc) from None
     except ActionNotAllowed as exc:
         raise CommandError(str(exc)) from None
-    console.say(run.pk)
     if not opts.follow:
+        console.say(run.pk)
         return exitcodes.OK
-    return _follow(run, console)
+    with follow.recording_interrupts() as interrupts:
+        console.say(run.pk)
+        return _follow(run, console, interrupts)
 
 
-def _follow(run: Run, console: Console, tail: int | None = None) -> int:
-    printer = follow.LogPrinter(console.out, console.err)
-    try:
-        ended = follow.follow(run, printer, tail)
-    except KeyboardInterrupt:
+def _follow(run: Run, console: Console, interrupts, tail: int | None = None) -> int:
+    ended = follow.follow(run, follow.LogPrinter(console.out, console.err), interrupts, tail)
+    if ended is None:
         console.note(f"Stopped following run {run.pk}; the run goes on.")
         return exitcodes.INTERRUPTED
     console.note(text.ending(ended))
@@ -224,7 +224,8 @@ def _request(run: Run, action: str, user, data: str = "") -> None:
 def logs(opts: Namespace, console: Console) -> int:
     run = get_run(opts.run)
     if opts.follow:
-        return _follow(run, console, opts.tail)
+        with follow.recording_interrupts() as interrupts:
+            return _follow(run, console, interrupts, opts.tail)
     follow.print_log(run, follow.LogPrinter(console.out, console.err), opts.tail)
     return exitcodes.OK
 
