@@ -75,7 +75,7 @@ def tasks_table(tasks: Sequence[Task], active: dict[int, int], last: dict[int, R
         rows.append(
             [
                 task.name,
-                "" if task.enabled else "disabled",
+                "enabled" if task.enabled else "disabled",
                 active.get(task.pk, 0),
                 f"{last_run.pk} {last_run.status}" if last_run else "",
                 param_summary(task.params),
