@@ -130,6 +130,17 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
 elif _db["ENGINE"] == "django.db.backends.postgresql":
     # Streams must not pin a connection each (see PITFALLS A-7): no persistence.
     _db["CONN_MAX_AGE"] = 0
+    # Each ASGI request runs in a thread of its own: a burst of requests (200
+    # dashboards reconnecting after a deploy) would open as many connections
+    # and hit max_connections. A pool per process bounds them; requests queue.
+    _db["OPTIONS"] = {
+        "pool": {
+            "min_size": 1,
+            "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
+            "timeout": 30,
+        },
+        **_db.get("OPTIONS", {}),
+    }
 else:
     raise ImproperlyConfigured("DATABASE_URL must name a sqlite:// or postgres:// database.")
 
@@ -201,6 +212,10 @@ TASKRUNNER_WORKER_DEAD_AFTER = env.float("TASKRUNNER_WORKER_DEAD_AFTER", default
 # Last-Event-ID), so restarts never wait on open streams.
 TASKRUNNER_SSE_KEEPALIVE_SECONDS = env.float("TASKRUNNER_SSE_KEEPALIVE_SECONDS", default=15.0)
 TASKRUNNER_SSE_MAX_SECONDS = env.float("TASKRUNNER_SSE_MAX_SECONDS", default=1800.0)
+# Unsent bytes one stream may lag behind before it re-reads from the database.
+TASKRUNNER_SSE_CLIENT_BUFFER_BYTES = env.int(
+    "TASKRUNNER_SSE_CLIENT_BUFFER_BYTES", default=8 * 1024 * 1024
+)
 
 # The API answers a failed CSRF check with its JSON 403 (HTML elsewhere).
 CSRF_FAILURE_VIEW = "taskrunner.api.errors.csrf_failure"

@@ -307,6 +307,7 @@ class Hub:
         if not subs:
             del self.runs[sub.run_id]
             self.frontier.pop(sub.run_id, None)
+        self._stop_if_idle()
 
     async def subscribe_dashboard(self) -> DashboardSubscription:
         if not self.dashboards:
@@ -320,6 +321,13 @@ class Hub:
         self.dashboards.discard(sub)
         if not self.dashboards:
             self._dash_seen, self._dash_since, self._dash_primed = {}, None, False
+        self._stop_if_idle()
+
+    def _stop_if_idle(self) -> None:
+        """No one left: stop the reader now rather than at its next wake-up."""
+        reader = self._reader
+        if not self.subscriber_count and reader and not reader.done() and not reader.cancelling():
+            reader.cancel()
 
     @property
     def subscriber_count(self) -> int:
@@ -444,6 +452,7 @@ class Hub:
             "reader_running": self._reader is not None and not self._reader.done(),
             "tasks": len(asyncio.all_tasks(self.loop)),
             "threads": threading.active_count(),
+            "db_queue": self._executor._work_queue.qsize(),
             "buffered_bytes": sum(sub.buffered for s in self.runs.values() for sub in s),
             **self.stats,
         }

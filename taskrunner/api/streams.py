@@ -108,8 +108,18 @@ async def _run_state(hub: Hub, run_id: int) -> dict | None:
     )
 
 
+async def _let_go_of_the_connection() -> None:
+    """Give the request thread's connection (opened for auth) back before waiting on the hub.
+
+    With a pool, a burst of streams would otherwise hold every pooled connection
+    while they wait for the hub's thread, which needs one too.
+    """
+    await sync_to_async(connections.close_all)()
+
+
 async def _run_stream(request: HttpRequest, run_id: int) -> HttpResponse:
     _require_asgi(request)
+    await _let_go_of_the_connection()
     hub = get_hub()
     state = await _run_state(hub, run_id)
     if state is None:
@@ -171,6 +181,7 @@ async def task_detail_or_stream(request: HttpRequest, name: str) -> HttpResponse
 @api_view({"GET": None})
 async def task_events(request: HttpRequest, name: str) -> HttpResponse:
     _require_asgi(request)
+    await _let_go_of_the_connection()
     hub = get_hub()
 
     def newest() -> int | None:
@@ -192,7 +203,7 @@ async def dashboard_events(request: HttpRequest) -> HttpResponse:
     _require_asgi(request)
     if request.method == "HEAD":
         return _stream_response_head()
-    await sync_to_async(connections.close_all)()
+    await _let_go_of_the_connection()
     return _stream_response(_dashboard(get_hub()))
 
 
@@ -262,6 +273,7 @@ def _log_sync(run_id: int):
 async def run_log(request: HttpRequest, run_id: int) -> HttpResponse:
     """GET /api/runs/{id}/log/: the whole log as text, streamed; ?download=1 as a file."""
     if isinstance(request, ASGIRequest):
+        await _let_go_of_the_connection()
         hub = get_hub()
         if await _run_state(hub, run_id) is None:
             raise not_found(f"No run with id {run_id}.")
