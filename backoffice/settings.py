@@ -5,6 +5,7 @@ message naming the variable (django-environ raises ImproperlyConfigured).
 See the README's "Configuration" section for the list.
 """
 
+import os
 import secrets
 from pathlib import Path
 
@@ -125,11 +126,14 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         **_db.get("OPTIONS", {}),
     }
-    # Tests start real workers and servers in other processes: they need a file.
-    _db["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    # Tests start real workers and servers in other processes: they need a
+    # file, one per test session so that concurrent sessions never share it.
+    _db["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 elif _db["ENGINE"] == "django.db.backends.postgresql":
     # Streams must not pin a connection each (see PITFALLS A-7): no persistence.
     _db["CONN_MAX_AGE"] = 0
+    # One test database per test session, so concurrent sessions never share it.
+    _db["TEST"] = {"NAME": f"test_{_db['NAME']}_{os.getpid()}"}
     # Each ASGI request runs in a thread of its own: a burst of requests (200
     # dashboards reconnecting after a deploy) would open as many connections
     # and hit max_connections. A pool per process bounds them; requests queue.

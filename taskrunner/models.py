@@ -320,6 +320,7 @@ class Run(models.Model):
 
     # --- state changes (the worker) ---------------------------------------
 
+    @transaction.atomic
     def _finish_if(self, expected: str, status: str, *, exit_code=None, error="") -> bool:
         """Finalise the run if it is still `expected`; True if this call did it."""
         now = timezone.now()
@@ -336,6 +337,7 @@ class Run(models.Model):
             self.record_status_event()
         return bool(changed)
 
+    @transaction.atomic
     def mark_started(
         self, *, hostname: str, pid: int, pgid: int, create_time: float, process_key: str
     ) -> None:
@@ -355,12 +357,14 @@ class Run(models.Model):
         )
         self.record_status_event()
 
+    @transaction.atomic
     def mark_paused(self) -> None:
         now = timezone.now()
         self.status, self.paused_at, self.updated_at = RunStatus.PAUSED, now, now
         self.save(update_fields=["status", "paused_at", "updated_at"])
         self.record_status_event()
 
+    @transaction.atomic
     def mark_resumed(self) -> None:
         now = timezone.now()
         if self.paused_at is not None:
@@ -369,28 +373,31 @@ class Run(models.Model):
         self.save(update_fields=["status", "paused_at", "paused_seconds", "updated_at"])
         self.record_status_event()
 
-    def finish(self, status: str, *, exit_code: int | None = None, error: str = "") -> None:
-        """Record the final status; a run already final stays as it was."""
+    @transaction.atomic
+    def finish(self, status: str, *, exit_code: int | None = None, error: str = "") -> bool:
+        """Record the final status, with its event, in one transaction.
+
+        A run already final stays as it was (another worker may have marked it
+        lost meanwhile): the update is conditional. True if this call did it.
+        """
         assert status in FINAL_STATUSES, status
-        if self.is_final:
-            return
         now = timezone.now()
+        paused_seconds = self.paused_seconds
         if self.paused_at is not None:
-            self.paused_seconds += (now - self.paused_at).total_seconds()
-        self.status, self.exit_code, self.error = status, exit_code, error
-        self.finished_at, self.updated_at, self.paused_at = now, now, None
-        self.save(
-            update_fields=[
-                "status",
-                "exit_code",
-                "error",
-                "finished_at",
-                "updated_at",
-                "paused_at",
-                "paused_seconds",
-            ]
+            paused_seconds += (now - self.paused_at).total_seconds()
+        changed = Run.objects.filter(pk=self.pk, status__in=ACTIVE_STATUSES).update(
+            status=status,
+            exit_code=exit_code,
+            error=error,
+            finished_at=now,
+            updated_at=now,
+            paused_at=None,
+            paused_seconds=paused_seconds,
         )
-        self.record_status_event()
+        self.refresh_from_db()
+        if changed:
+            self.record_status_event()
+        return bool(changed)
 
 
 def append_events(run_id: int, events: list[tuple]) -> tuple[int, int]:
