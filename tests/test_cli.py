@@ -330,3 +330,18 @@ def test_follow_of_a_run_that_never_starts_stops_on_ctrl_c():
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert Run.objects.get(pk=run_id).status == RunStatus.QUEUED
+
+
+def test_worker_verb_passes_its_options_to_the_supervisor():
+    """--max-runs 1 runs one of the two queued runs and exits; --until-idle the rest."""
+    task = define_chatty()
+    task.max_concurrent = 2
+    task.save()
+    first, second = task.start({"count": 2}), task.start({"count": 2})
+    result = cli("worker", "--concurrency", "1", "--max-runs", "1")
+    assert result.returncode == 0, result.stderr
+    statuses = {Run.objects.get(pk=first.pk).status, Run.objects.get(pk=second.pk).status}
+    assert statuses == {RunStatus.SUCCEEDED, RunStatus.QUEUED}
+    result = cli("worker", "--until-idle")
+    assert result.returncode == 0, result.stderr
+    assert set(Run.objects.values_list("status", flat=True)) == {RunStatus.SUCCEEDED}
