@@ -153,10 +153,10 @@ class Supervisor:
             )
             await self.orm(self._reconcile_dead_workers)
             side = [
-                asyncio.create_task(self._writer_loop(), name="writer"),
-                asyncio.create_task(self._watch_loop(), name="watcher"),
-                asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
-                asyncio.create_task(self._sample_loop(), name="sampler"),
+                asyncio.create_task(self._forever("writer", self._write_step)),
+                asyncio.create_task(self._forever("watcher", self._watch_step)),
+                asyncio.create_task(self._forever("heartbeat", self._heartbeat_step)),
+                asyncio.create_task(self._forever("sampler", self._sample_step)),
             ]
             try:
                 await self._main_loop()
@@ -190,6 +190,30 @@ class Supervisor:
         self.wake.set()
 
     # --- database thread ----------------------------------------------------
+
+    async def _forever(self, name: str, step) -> None:
+        """Repeat `step()`; an error is logged and retried, never the end of a side loop.
+
+        A dead heartbeat would get this worker's runs marked lost by others; a
+        dead writer would leave children blocked on full pipes.
+        """
+        while True:
+            try:
+                await step()
+            except Exception:
+                logger.exception("worker loop failed loop=%s; retrying", name)
+                await asyncio.sleep(1.0)
+
+    async def orm_until_done(self, fn, *args, **kwargs):
+        """`orm()`, retried while the database refuses: what it records must be recorded."""
+        delay = 0.5
+        while True:
+            try:
+                return await self.orm(fn, *args, **kwargs)
+            except DatabaseError:
+                logger.exception("database write failed; retrying in %s s", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def orm(self, fn, *args, **kwargs):
         """Run `fn(*args, **kwargs)` on the database thread, in submission order."""
@@ -336,13 +360,13 @@ class Supervisor:
             )
         except (OSError, ValueError) as exc:
             logger.warning("run could not start run_id=%s error=%s", run.pk, exc)
-            await self.orm(run.finish, RunStatus.FAILED, error=f"Could not start: {exc}")
+            await self.orm_until_done(run.finish, RunStatus.FAILED, error=f"Could not start: {exc}")
             return
         handle = RunHandle(run=run, proc=proc, grace=task.grace, timeout=task.timeout)
         handle_ref["handle"] = handle
         self.handles[run.pk] = handle
         logger.info("run started run_id=%s task=%s pid=%s", run.pk, task.name, proc.pid)
-        await self.orm(
+        await self.orm_until_done(
             run.mark_started,
             hostname=self.hostname,
             pid=proc.pid,
@@ -376,11 +400,10 @@ class Supervisor:
             handle.proc.pause_reading()
         self.dirty.set()
 
-    async def _writer_loop(self) -> None:
-        while True:
-            await self.dirty.wait()
-            self.dirty.clear()
-            await self._flush_all()
+    async def _write_step(self) -> None:
+        await self.dirty.wait()
+        self.dirty.clear()
+        await self._flush_all()
 
     async def _flush_all(self) -> None:
         batch = {}
@@ -459,9 +482,9 @@ class Supervisor:
                     timer.cancel()
         status, error = self._outcome(handle, returncode)
         events, progress, result = handle.take()
-        await self.orm(self._store_batch, {handle.run_id: (events, progress, result)})
+        await self.orm_until_done(self._store_batch, {handle.run_id: (events, progress, result)})
         self.handles.pop(handle.run_id, None)
-        await self.orm(self._finish_run, handle.run, status, returncode, error)
+        await self.orm_until_done(self._finish_run, handle.run, status, returncode, error)
         logger.info(
             "run finished run_id=%s status=%s returncode=%s", handle.run_id, status, returncode
         )
@@ -517,13 +540,12 @@ class Supervisor:
 
     # --- control requests -------------------------------------------------------
 
-    async def _watch_loop(self) -> None:
+    async def _watch_step(self) -> None:
         # Polling at poll_interval too: a lost wake-up only delays, never loses.
-        while True:
-            await self.waker.wait(timeout=self.poll_interval)
-            if self.handles:
-                await self._apply_controls()
-            self.wake.set()  # the main loop looks for new runs
+        await self.waker.wait(timeout=self.poll_interval)
+        if self.handles:
+            await self._apply_controls()
+        self.wake.set()  # the main loop looks for new runs
 
     async def _apply_controls(self) -> None:
         actions = await self.orm(self._pending_actions)
@@ -579,11 +601,10 @@ class Supervisor:
 
     # --- heartbeat and reconciliation -----------------------------------------
 
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(conf.heartbeat_seconds())
-            await self.orm(self._heartbeat)
-            await self.orm(self._reconcile_dead_workers)
+    async def _heartbeat_step(self) -> None:
+        await asyncio.sleep(conf.heartbeat_seconds())
+        await self.orm(self._heartbeat)
+        await self.orm(self._reconcile_dead_workers)
 
     def _heartbeat(self) -> None:
         Worker.objects.filter(pk=self.worker.pk).update(heartbeat_at=timezone.now())
@@ -626,15 +647,14 @@ class Supervisor:
 
     # --- CPU and memory ------------------------------------------------------------
 
-    async def _sample_loop(self) -> None:
-        while True:
-            await asyncio.sleep(SAMPLE_SECONDS)
-            samples = {}
-            for run_id, handle in list(self.handles.items()):
-                cpu, rss = await self.loop.run_in_executor(self.procs, handle.proc.tree.sample)
-                samples[run_id] = (round(cpu, 1), rss)
-            if samples:
-                await self.orm(self._store_samples, samples)
+    async def _sample_step(self) -> None:
+        await asyncio.sleep(SAMPLE_SECONDS)
+        samples = {}
+        for run_id, handle in list(self.handles.items()):
+            cpu, rss = await self.loop.run_in_executor(self.procs, handle.proc.tree.sample)
+            samples[run_id] = (round(cpu, 1), rss)
+        if samples:
+            await self.orm(self._store_samples, samples)
 
     @staticmethod
     def _store_samples(samples: dict[int, tuple[float, int]]) -> None:
