@@ -129,3 +129,20 @@ def test_missing_program_raises_at_start():
             )
 
     run(scenario())
+
+
+def test_a_double_forked_daemon_is_found_by_its_key_and_killed():
+    async def scenario():
+        lines = Collector()
+        proc = start(["--double-fork"], lines)
+        await until(lambda: lines.texts("daemon"))
+        daemons = [p for p in find_by_key(proc.key) if p.ppid() != proc.pid and p.pid != proc.pid]
+        assert daemons, "the daemon should have left the tree"
+        assert daemons[0] not in proc.tree.refresh()  # not a descendant any more
+        proc.kill()
+        await proc.finish()
+        gone, alive = psutil.wait_procs(daemons, timeout=5)
+        assert not alive
+        assert not [p for p in find_by_key(proc.key) if p.status() != psutil.STATUS_ZOMBIE]
+
+    run(scenario())

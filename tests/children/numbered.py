@@ -1,6 +1,7 @@
 """Print numbered lines `line N` every INTERVAL seconds, COUNT of them (0: forever).
 
-Options: --grandchild starts a child of its own that also prints (`grand N`);
+Options: --double-fork starts a daemon that leaves the tree (`daemon N`);
+--grandchild starts a child of its own that also prints (`grand N`);
 --setsid-descendant starts a descendant that leaves the process group with
 setsid() (as Playwright's Chromium does) and prints `escapee N`.
 """
@@ -16,6 +17,7 @@ parser.add_argument("--count", type=int, default=0)
 parser.add_argument("--interval", type=float, default=0.02)
 parser.add_argument("--grandchild", action="store_true")
 parser.add_argument("--setsid-descendant", action="store_true")
+parser.add_argument("--double-fork", action="store_true")
 parser.add_argument("--exit-code", type=int, default=0)
 args = parser.parse_args()
 
@@ -32,6 +34,14 @@ if args.setsid_descendant:
     helpers.append(
         subprocess.Popen([sys.executable, "-c", LOOP.format("escapee")], start_new_session=True)
     )
+if args.double_fork:
+    # A daemon the classic way: the middle process starts it in a new session
+    # and exits, so the daemon is reparented away from this tree entirely.
+    middle = (
+        "import subprocess,sys; subprocess.Popen([sys.executable, '-c', sys.argv[1]], "
+        "start_new_session=True)"
+    )
+    subprocess.run([sys.executable, "-c", middle, LOOP.format("daemon")], check=True)
 for proc in helpers:
     print(f"helper pid={proc.pid} pgid={os.getpgid(proc.pid)}", flush=True)
 
