@@ -7,6 +7,7 @@ See the README's "Configuration" section for the list.
 
 import os
 import secrets
+import warnings
 from pathlib import Path
 
 import environ
@@ -15,7 +16,28 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
-env = environ.Env()
+
+class StrictEnv(environ.Env):
+    """django-environ, but a value of the wrong type names its variable."""
+
+    def get_value(self, var, cast=None, default=environ.Env.NOTSET, parse_default=False):
+        try:
+            return super().get_value(var, cast=cast, default=default, parse_default=parse_default)
+        except (ValueError, TypeError) as exc:
+            raise ImproperlyConfigured(f"{var} has a bad value: {exc}") from None
+
+    def db_url(self, var="DATABASE_URL", default=environ.Env.NOTSET, engine=None):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # "Engine not recognized" is an error here
+                return super().db_url(var, default=default, engine=engine)
+        except (KeyError, ValueError, UserWarning) as exc:
+            raise ImproperlyConfigured(
+                f"{var} must be sqlite:///PATH or postgres://USER@HOST:PORT/NAME ({exc})."
+            ) from None
+
+
+env = StrictEnv()
 environ.Env.read_env(BASE_DIR / ".env")
 
 
@@ -115,6 +137,8 @@ DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
 }
 _db = DATABASES["default"]
+if "ENGINE" not in _db:
+    raise ImproperlyConfigured("DATABASE_URL must name a sqlite:// or postgres:// database.")
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(exist_ok=True)
     # WAL lets the web processes read while the supervisor writes; IMMEDIATE
@@ -197,13 +221,17 @@ SECURE_CSP = {
     "form-action": [CSP.SELF],
 }
 
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured("LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
-        "taskrunner": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+        "taskrunner": {"handlers": ["console"], "level": LOG_LEVEL},
     },
 }
 
