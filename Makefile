@@ -7,7 +7,8 @@ PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
 # Local development runs with DEBUG on (a key is generated in var/).
 DEV_ENV := DEBUG=$${DEBUG:-true}
 # Tests run as production does (DEBUG off) but over plain HTTP on 127.0.0.1.
-TEST_ENV := SECRET_KEY=insecure-test-only-key HTTPS=false
+# STATIC_ROOT: never collected, so tests serve the current static files, not a stale build.
+TEST_ENV := SECRET_KEY=insecure-test-only-key HTTPS=false STATIC_ROOT=var/test-static
 
 .PHONY: run test test-sqlite test-postgres lint format bench bench-quick venv clean
 
