@@ -1,6 +1,6 @@
-"""The back-office pages (server-rendered, admin look)."""
+"""The back-office pages (server-rendered, admin look) and the forms they post."""
 
-from django.urls import path
+from django.urls import path, re_path
 
 from taskrunner import views
 
@@ -9,8 +9,8 @@ app_name = "taskrunner"
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("runs/<int:pk>/", views.run_detail, name="run"),
-    path(
-        "runs/<int:pk>/<str:action>/",
+    re_path(
+        r"^runs/(?P<pk>[0-9]+)/(?P<action>pause|resume|abort|input)/$",
         views.control_run,
         name="run-control",
     ),

@@ -36,7 +36,6 @@ from taskrunner.serializers import iso
 
 START_PERM = "taskrunner.start_run"
 CONTROL_PERM = "taskrunner.control_run"
-CONTROL_ACTIONS = ("pause", "resume", "abort")
 HISTORY_PAGE_SIZE = 25
 CHART_RUNS = 40
 # The log viewer starts with this many events from the end of the run.
@@ -318,11 +317,10 @@ def start_task(request: HttpRequest, name: str) -> HttpResponse:
 
 @require_POST
 @staff_member_required
-def control_run(request: HttpRequest, pk: int, action: str) -> HttpResponse:
-    run = get_object_or_404(Run.objects.select_related("task"), pk=pk)
+def control_run(request: HttpRequest, pk: str, action: str) -> HttpResponse:
+    """Pause, resume, abort (the URL allows only these) or a line of input."""
+    run = get_object_or_404(Run.objects.select_related("task"), pk=int(pk))
     back = _safe_next(request, reverse("taskrunner:run", args=[run.pk]))
-    if action not in CONTROL_ACTIONS and action != "input":
-        return _refuse(request, f"Unknown action {action!r}.", 404, back)
     if not request.user.has_perm(CONTROL_PERM):
         return _refuse(request, "You may not control runs.", 403, back)
     data = ""
@@ -343,7 +341,8 @@ def control_run(request: HttpRequest, pk: int, action: str) -> HttpResponse:
 
 # --- drawings -------------------------------------------------------------------
 
-CHART_W, CHART_H, CHART_LEFT, CHART_BOTTOM, CHART_TOP = 720, 200, 56, 24, 12
+CHART_W, CHART_H, CHART_LEFT, CHART_BOTTOM, CHART_TOP = 1100, 220, 64, 24, 12
+AXIS_UNITS = [(1, "s"), (60, "min"), (3600, "h")]
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -366,28 +365,33 @@ def _nice_ceiling(value: float) -> float:
     if value <= 0:
         return 1.0
     exp = math.floor(math.log10(value))
-    for step in (1, 2, 5, 10):
+    for step in (1, 2, 2.5, 5, 10):
         if step * 10**exp >= value:
             return step * 10**exp
     return 10 ** (exp + 1)
 
 
 def duration_chart(runs: list[Run]) -> dict[str, Any] | None:
-    """Geometry of an SVG bar chart of the runs' durations (oldest left)."""
+    """Geometry of an SVG bar chart of the runs' durations (oldest left, newest right)."""
     if not runs:
         return None
     durations = [run.duration or 0.0 for run in runs]
-    top = _nice_ceiling(max(durations))
+    longest = max(durations)
+    unit, unit_name = next(
+        ((u, n) for u, n in reversed(AXIS_UNITS) if longest >= 2 * u), AXIS_UNITS[0]
+    )
+    top = _nice_ceiling(longest / unit) * unit
     plot_w = CHART_W - CHART_LEFT - 8
     plot_h = CHART_H - CHART_BOTTOM - CHART_TOP
-    slot = plot_w / max(len(runs), CHART_RUNS // 2)
+    slot = plot_w / max(len(runs), 12)
+    offset = CHART_LEFT + plot_w - slot * len(runs)  # the newest run on the right
     bars = []
     for index, (run, seconds) in enumerate(zip(runs, durations, strict=True)):
         height = max(1.5, plot_h * seconds / top)
         bars.append(
             {
                 "run": run,
-                "x": round(CHART_LEFT + index * slot + slot * 0.15, 1),
+                "x": round(offset + index * slot + slot * 0.15, 1),
                 "y": round(CHART_TOP + plot_h - height, 1),
                 "width": round(slot * 0.7, 1),
                 "height": round(height, 1),
@@ -398,7 +402,8 @@ def duration_chart(runs: list[Run]) -> dict[str, Any] | None:
     grid = []
     for fraction in (0, 0.25, 0.5, 0.75, 1):
         y = round(CHART_TOP + plot_h - plot_h * fraction, 1)
-        grid.append({"y": y, "label": format_seconds(top * fraction), "text_y": y + 4})
+        value = top * fraction / unit
+        grid.append({"y": y, "label": f"{value:g} {unit_name}", "text_y": y + 4})
     return {
         "width": CHART_W,
         "height": CHART_H,
@@ -411,7 +416,7 @@ def duration_chart(runs: list[Run]) -> dict[str, Any] | None:
     }
 
 
-GANTT_W, GANTT_LABEL, GANTT_ROW, GANTT_AXIS = 1000, 170, 30, 26
+GANTT_W, GANTT_LABEL, GANTT_ROW, GANTT_AXIS = 1240, 190, 30, 26
 
 
 def gantt(runs: list[Run], tasks: list[Task], start, end) -> dict[str, Any]:
@@ -421,7 +426,7 @@ def gantt(runs: list[Run], tasks: list[Task], start, end) -> dict[str, Any]:
     `data-start`/`data-end` of each bar, so the server and the JS agree.
     """
     span = (end - start).total_seconds()
-    plot_w = GANTT_W - GANTT_LABEL - 10
+    plot_w = GANTT_W - GANTT_LABEL - 24
     by_task: dict[int, list[Run]] = {}
     for run in runs:
         by_task.setdefault(run.task_id, []).append(run)

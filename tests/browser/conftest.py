@@ -9,14 +9,12 @@ safety must stay checked.
 """
 
 import os
-import subprocess
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import PASSWORD
 
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
@@ -60,25 +58,11 @@ def start_worker(start_worker):
     return start
 
 
-@pytest.fixture(scope="session", autouse=True)
-def collected_static():
-    """Collect static files once: with DEBUG off the pages need the manifest.
-
-    (CompressedManifestStaticFilesStorage refuses `{% static %}` for a file
-    missing from var/static/staticfiles.json, so every page would be a 500.)
-    """
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
-    env.setdefault("SECRET_KEY", "insecure-test-only-key")
-    subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-    )
-
-
 @pytest.fixture(scope="session")
 def browser():
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=10_000)
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM}")
     from playwright.sync_api import sync_playwright
@@ -136,6 +120,32 @@ def new_page(browser):
 @pytest.fixture
 def page(new_page):
     return new_page()
+
+
+@pytest.fixture
+def personas(transactional_db):
+    """The personas of tests/conftest.py, with cheap password hashes.
+
+    The default PBKDF2 costs over a second per user here; a hash of the same
+    algorithm with few iterations is still accepted by the server's login
+    (which upgrades it on first use).
+    """
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher
+    from django.contrib.auth.models import Permission, User
+
+    hashed = PBKDF2PasswordHasher().encode(PASSWORD, "browsertests", iterations=1000)
+    alice = User.objects.create(
+        username="alice",
+        email="alice@example.com",
+        password=hashed,
+        is_staff=True,
+        is_superuser=True,
+    )
+    bob = User.objects.create(username="bob", password=hashed, is_staff=True)
+    bob.user_permissions.add(*Permission.objects.filter(codename__in=["start_run", "control_run"]))
+    carol = User.objects.create(username="carol", password=hashed, is_staff=True)
+    dave = User.objects.create(username="dave", password=hashed)
+    return {"alice": alice, "bob": bob, "carol": carol, "dave": dave}
 
 
 @pytest.fixture

@@ -40,7 +40,9 @@ function runPageUrl(id) {
 }
 
 function controlUrl(id, action) {
-    return root.dataset.controlTemplate.replace(PLACEHOLDER, String(id)).replace("ACTION", action);
+    return root.dataset.controlTemplate
+        .replace(PLACEHOLDER, String(id))
+        .replace(/pause\/$/, `${action}/`);
 }
 
 function taskRow(name) {
@@ -136,10 +138,9 @@ function applyRun(run) {
         updateRunRow(row, run);
         updateTaskRow(run.task, null);
     } else {
-        const known = active.delete(run.id);
+        active.delete(run.id);
         if (row) row.remove();
-        if (known || row) updateTaskRow(run.task, run);
-        else updateTaskRow(run.task, run);
+        updateTaskRow(run.task, run);
     }
     refreshCount();
 }

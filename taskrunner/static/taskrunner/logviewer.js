@@ -78,6 +78,7 @@ export class LogViewer {
         if (seq <= this.highestSeq) return false; // already have it
         this.highestSeq = seq;
         if (seq < this.lowestSeq) this.lowestSeq = seq;
+        if (seq === 1) this.reachedStart = true; // the stream began at the start
         return true;
     }
 

@@ -2,7 +2,7 @@
 // keeps the rendered facts (status, progress, times, result) up to date.
 import {
     FINAL,
-    LiveStream,
+    FetchEventStream,
     elapsed,
     enhanceForms,
     fetchJson,
@@ -125,7 +125,7 @@ function streamUrl() {
     return url.toString();
 }
 
-const stream = new LiveStream({
+const stream = new FetchEventStream({
     url: streamUrl,
     handlers: {
         log: onEvent("log"),
@@ -138,7 +138,7 @@ const stream = new LiveStream({
         },
     },
     onState: (state, seconds) => showConnection(connection, state, seconds),
-    // Closed for good (HTTP error, or 204 after the end): is there more to get?
+    // Cut off or refused: is there more to get?
     shouldReconnect: async () => {
         const run = await fetchJson(root.dataset.apiUrl);
         applyRun(run);

@@ -1,0 +1,97 @@
+"""The dashboard: one event stream for the whole page, live rows, permissions."""
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.pages import define_numbered, login
+from tests.conftest import wait_for
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
+
+
+def test_one_event_stream_whatever_the_number_of_tasks(live, page):
+    from taskrunner.models import Run
+
+    tasks = [define_numbered(f"task-{i:02d}", rate=20) for i in range(15)]
+    tasks[3].params = [{"name": "region", "type": "str", "default": "eu", "choices": ["eu", "us"]}]
+    tasks[3].save()
+    already = tasks[0].start({}, via="cli")
+    streams = []
+    page.on(
+        "response",
+        lambda r: (
+            streams.append(r.url)
+            if "text/event-stream" in (r.headers.get("content-type") or "")
+            else None
+        ),
+    )
+    login(page, live.url, "bob")
+    expect(page.locator("[data-connection]")).to_have_text("live")
+    expect(page.locator("tr.tr-task")).to_have_count(15)
+
+    # A run started elsewhere appears live, with its progress and state.
+    running = page.locator(f'tr.tr-run[data-run-id="{already.pk}"]')
+    expect(running.locator("[data-field=status]")).to_have_text("running", timeout=15_000)
+    other = tasks[7].start({}, via="api")
+    row = page.locator(f'tr.tr-run[data-run-id="{other.pk}"]')
+    expect(row).to_be_visible()
+    expect(row.locator("[data-field=task]")).to_have_text(tasks[7].display_title)
+    expect(row.locator("[data-field=status]")).to_have_text("running", timeout=15_000)
+    expect(page.locator('tr.tr-task[data-task="task-07"] [data-field=state]')).to_contain_text(
+        "running"
+    )
+    expect(page.locator("[data-running-count]")).to_have_text("2")
+    # Elapsed time ticks.
+    first = row.locator("[data-field=elapsed]").text_content()
+    expect(row.locator("[data-field=elapsed]")).not_to_have_text(first, timeout=3000)
+
+    # Pause and resume from the dashboard, without leaving it.
+    row.get_by_role("button", name="Pause").click()
+    expect(row.locator("[data-field=status]")).to_have_text("paused")
+    row.get_by_role("button", name="Resume").click()
+    expect(row.locator("[data-field=status]")).to_have_text("running")
+    # Abort asks, then the run leaves "running now" and becomes the task's last run.
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Abort").click()
+    expect(row).to_have_count(0, timeout=10_000)
+    task_row = page.locator('tr.tr-task[data-task="task-07"]')
+    expect(task_row.locator("[data-field=last] [data-field=status]")).to_have_text("aborted")
+    expect(task_row.locator("[data-field=state]")).to_contain_text("idle")
+    wait_for(lambda: Run.objects.get(pk=other.pk).status == "aborted", timeout=5)
+
+    # Whatever happened, the page opened exactly one stream.
+    assert streams == [f"{live.url}/api/events/"], streams
+
+    # A task with parameters: the form sends them.
+    params_row = page.locator('tr.tr-task[data-task="task-03"]')
+    params_row.locator("summary").click()
+    params_row.locator("select[name=region]").select_option("us")
+    params_row.get_by_role("button", name="Start", exact=True).click()
+    page.wait_for_url(f"{live.url}/runs/*/")
+    started = Run.objects.filter(task=tasks[3]).get()
+    assert started.params == {"region": "us"}
+    assert started.actions.get().via == "page"
+    page.go_back()
+    expect(page.locator("[data-connection]")).to_have_text("live")
+
+    # One more for the run page, and one for the dashboard when back on it.
+    assert len([url for url in streams if url.endswith("/api/events/")]) == 2, streams
+    for run in Run.objects.filter(status__in=["queued", "running", "paused"]):
+        run.request("abort")
+
+
+def test_staff_without_permission_sees_no_buttons(live, page):
+    define_numbered("quiet", rate=5)
+    login(page, live.url, "carol")
+    expect(page.locator("tr.tr-task")).to_have_count(1)
+    expect(page.get_by_role("button", name="Start")).to_have_count(0)
+    expect(page.locator("[data-connection]")).to_have_text("live")
+
+
+def test_anonymous_and_non_staff_go_to_the_login(live, page):
+    page.goto(f"{live.url}/timeline/")
+    assert "/admin/login/?next=/timeline/" in page.url
+    page.fill("#id_username", "dave")
+    page.fill("#id_password", "correct-horse-battery-staple")
+    page.click("input[type=submit]")
+    expect(page.locator(".errornote")).to_be_visible()
