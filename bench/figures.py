@@ -1,0 +1,715 @@
+"""Each figure of the benchmark: the system's measurement and its floor, same run.
+
+Every loop has a count and a deadline. Floors and measured trials are
+interleaved where both are repeated, so that load from other processes on
+this shared machine falls on both alike.
+"""
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+
+import httpx
+import psutil
+
+from bench.client import SSEClient
+from bench.stats import summary
+from bench.system import child, rss
+
+FINAL = {"succeeded", "failed", "aborted", "timed_out", "lost"}
+STAMP_RE = re.compile(rb'"line": "stamp (\d+) ([0-9.]+)"')
+NUMBER_RE = re.compile(rb'"line": "(\d+)')
+LINE_NO_RE = re.compile(rb'"line": "line (\d+) ')
+
+
+@dataclass
+class System:
+    """What a figure needs to reach the system under test."""
+
+    port: int
+    token: str
+    server_pid: int
+    worker_pid: int
+    vendor: str
+    quick: bool
+    db_counter: object  # () -> int: statements/transactions seen by the database, or None
+    session_cookie: str = ""
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def http(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.base, headers={"Authorization": f"Bearer {self.token}"}, timeout=30
+        )
+
+
+class BenchError(Exception):
+    pass
+
+
+async def start_run(http: httpx.AsyncClient, task: str, params: dict | None = None) -> dict:
+    response = await http.post(f"/api/tasks/{task}/runs/", json={"params": params or {}})
+    if response.status_code != 202:
+        raise BenchError(f"starting {task}: {response.status_code} {response.text[:200]}")
+    return response.json()
+
+
+async def wait_final(http: httpx.AsyncClient, run_id: int, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = (await http.get(f"/api/runs/{run_id}/")).json()
+        if run["status"] in FINAL:
+            return run
+        await asyncio.sleep(0.02)
+    raise BenchError(f"run {run_id} not final within {timeout} s")
+
+
+async def wait_status(http: httpx.AsyncClient, run_id: int, status: str, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = (await http.get(f"/api/runs/{run_id}/")).json()
+        if run["status"] == status and run.get("pid"):
+            return run
+        if run["status"] in FINAL:
+            raise BenchError(f"run {run_id} ended early: {run['status']} {run.get('error')}")
+        await asyncio.sleep(0.01)
+    raise BenchError(f"run {run_id} not {status} within {timeout} s")
+
+
+def ms(values: list[float]) -> list[float]:
+    return [v * 1000 for v in values]
+
+
+# --- start latency ---
+
+
+def _spawn_first_line() -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(child("first_line"), stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        proc.stdout.readline()
+        return time.perf_counter() - t0
+    finally:
+        proc.stdout.close()
+        proc.wait(timeout=10)
+
+
+async def start_latency(system: System, trials: int) -> dict:
+    measured, floor = [], []
+    async with system.http() as http:
+        await http.get("/api/tasks/first-line/")  # warm the connection and the server
+        for _ in range(trials):
+            floor.append(await asyncio.to_thread(_spawn_first_line))
+            first_line: list[float] = []
+
+            def on_events(block: bytes, received: float, first_line=first_line) -> None:
+                if not first_line and b"event: log\n" in block:
+                    first_line.append(time.perf_counter())
+
+            t0 = time.perf_counter()
+            run = await start_run(http, "first-line")
+            client = SSEClient(
+                system.port, f"/api/runs/{run['id']}/events/", system.token, on_events
+            )
+            await client.run(asyncio.get_running_loop().time() + 20)
+            if not first_line:
+                raise BenchError(f"run {run['id']}: no line arrived (status {client.status})")
+            measured.append(first_line[0] - t0)
+            await wait_final(http, run["id"])
+    m, f = summary(ms(measured)), summary(ms(floor))
+    return {
+        "unit": "ms",
+        "measured": m,
+        "floor": f,
+        "ratio": m["median"] / f["median"],
+        "overhead_median": m["median"] - f["median"],
+        "target": "median <= floor + 15 ms",
+        "met": m["median"] <= f["median"] + 15,
+    }
+
+
+# --- log latency (and the polling baseline) ---
+
+
+def _round_trips(count: int, interval: float, stop: threading.Event) -> list[float]:
+    """Context for absolute latencies: a pipe round trip to another process, every interval.
+
+    Each round trip is two cross-process wake-ups, which is what every hop of
+    the log path costs on a loaded machine.
+    """
+    proc = subprocess.Popen(
+        child("echo"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
+    )
+    out = []
+    try:
+        for _ in range(count):
+            if stop.is_set():
+                break
+            t0 = time.perf_counter()
+            os.write(proc.stdin.fileno(), b"x\n")
+            os.read(proc.stdout.fileno(), 16)
+            out.append(time.perf_counter() - t0)
+            time.sleep(interval)
+    finally:
+        proc.stdin.close()
+        proc.stdout.close()
+        proc.wait(timeout=10)
+    return out
+
+
+async def log_latency(system: System, ticks: int) -> dict:
+    """A stamp every 20 ms; latency = receive time - stamp, at an SSE client and a poller."""
+    stamps: dict[int, float] = {}
+    latencies: list[float] = []
+    start_at: list[float] = []
+
+    def on_events(block: bytes, received: float) -> None:
+        for index, stamp in STAMP_RE.findall(block):
+            value = float(stamp)
+            stamps[int(index)] = value
+            if start_at and value > start_at[0]:
+                latencies.append(received - value)
+
+    polls: list[tuple[float, int]] = []  # (received, newest index the status showed)
+
+    async def poll(http: httpx.AsyncClient, run_id: int, stop: asyncio.Event) -> None:
+        for _ in range(1000):
+            run = (await http.get(f"/api/runs/{run_id}/")).json()
+            received = time.time()
+            progress = run.get("progress") or {}
+            if progress.get("current"):
+                polls.append((received, int(progress["current"])))
+            if run["status"] in FINAL or stop.is_set():
+                return
+            try:
+                await asyncio.wait_for(stop.wait(), 2.0)
+            except TimeoutError:
+                pass
+
+    async with system.http() as http:
+        run = await start_run(http, "stamps", {"count": str(ticks)})
+        client = SSEClient(system.port, f"/api/runs/{run['id']}/events/", system.token, on_events)
+        stop = asyncio.Event()
+        poller = asyncio.create_task(poll(http, run["id"], stop))
+        reader = asyncio.create_task(
+            client.run(asyncio.get_running_loop().time() + ticks * 0.02 + 30)
+        )
+        stop_trips = threading.Event()
+        trips = asyncio.create_task(asyncio.to_thread(_round_trips, ticks, 0.02, stop_trips))
+        # Only lines printed after the stream was open count (not the replay).
+        for _ in range(2000):
+            if client.connected_at or reader.done():
+                break
+            await asyncio.sleep(0.001)
+        start_at.append(client.connected_at or time.time())
+        try:
+            await reader
+        finally:
+            stop.set()
+            stop_trips.set()
+            await poller
+            round_trips = await trips
+        await wait_final(http, run["id"])
+    if len(stamps) != ticks:
+        raise BenchError(f"log latency: {len(stamps)} of {ticks} stamps arrived")
+    # Polling: each poll reveals every line up to the index it shows.
+    polled: list[float] = []
+    seen = 0
+    for received, newest in polls:
+        for index in range(seen + 1, newest + 1):
+            if index in stamps and stamps[index] > start_at[0]:
+                polled.append(received - stamps[index])
+        seen = max(seen, newest)
+    m = summary(ms(latencies))
+    p = summary(ms(polled)) if polled else None
+    return {
+        "unit": "ms",
+        "measured": m,
+        "floor": None,
+        "polling": p,
+        "polling_vs_sse": (p["median"] / m["median"]) if p and m["median"] else None,
+        "pipe_round_trip": summary(ms(round_trips)),
+        "target": "median <= 10 ms, p99 <= 25 ms",
+        "met": m["median"] <= 10 and m["p99"] <= 25,
+    }
+
+
+# --- throughput ---
+
+
+def _pipe_floor(count: int, width: int = 0) -> tuple[float, int]:
+    """The same child read straight from a pipe: seconds until EOF, and lines counted."""
+    argv = child("numbered", count, width)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, start_new_session=True)
+    lines = 0
+    try:
+        fd = proc.stdout.fileno()
+        while data := os.read(fd, 65536):
+            lines += data.count(b"\n")
+        return time.perf_counter() - t0, lines
+    finally:
+        proc.stdout.close()
+        proc.wait(timeout=30)
+
+
+class NumberCheck:
+    """Checks that log lines 1..N arrive once each, in order."""
+
+    def __init__(self):
+        self.next = 1
+        self.bad = 0
+        self.last_at = 0.0
+
+    def __call__(self, block: bytes, received: float) -> None:
+        numbers = NUMBER_RE.findall(block)
+        if numbers:
+            first, last = int(numbers[0]), int(numbers[-1])
+            if first != self.next or last - first + 1 != len(numbers):
+                self.bad += 1
+            self.next = last + 1
+            self.last_at = time.perf_counter()
+
+
+async def throughput(system: System, count: int, trials: int) -> dict:
+    rates, floor_rates, missing = [], [], []
+    async with system.http() as http:
+        for _ in range(trials):
+            seconds, lines = await asyncio.to_thread(_pipe_floor, count)
+            if lines != count:
+                raise BenchError(f"floor: {lines} of {count} lines")
+            floor_rates.append(count / seconds)
+            check = NumberCheck()
+            t0 = time.perf_counter()
+            run = await start_run(http, "numbered", {"count": str(count), "width": "0"})
+            client = SSEClient(system.port, f"/api/runs/{run['id']}/events/", system.token, check)
+            await client.run(asyncio.get_running_loop().time() + 120)
+            received = check.next - 1
+            missing.append(count - received + check.bad)
+            rates.append(count / (check.last_at - t0) if received == count else 0.0)
+            await wait_final(http, run["id"])
+    m, f = summary(rates), summary(floor_rates)
+    return {
+        "unit": "lines/s",
+        "lines": count,
+        "measured": m,
+        "floor": f,
+        "ratio": m["median"] / f["median"],
+        "missing": sum(missing),
+        "target": ">= 250,000 lines/s and 0 missing",
+        "met": m["median"] >= 250_000 and sum(missing) == 0,
+    }
+
+
+# --- control latency ---
+
+
+def _state(proc: psutil.Process) -> str:
+    try:
+        status = proc.status()
+    except psutil.NoSuchProcess:
+        return "gone"
+    if status == psutil.STATUS_ZOMBIE:
+        return "gone"
+    if status in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP):
+        return "stopped"
+    return "running"
+
+
+def _until(
+    procs: list[psutil.Process], state: str, t0: float, timeout: float = 10, firsts=None
+) -> float:
+    """Poll every process (~0.5 ms) until all are in `state`; seconds since t0.
+
+    `firsts`, if given, gets the seconds until the first process was in `state`.
+    """
+    deadline = t0 + timeout
+    while True:
+        now = time.perf_counter()
+        states = [_state(p) == state for p in procs]
+        if firsts is not None and any(states) and not firsts:
+            firsts.append(now - t0)
+        if all(states):
+            return now - t0
+        if now > deadline:
+            raise BenchError(f"processes not {state} within {timeout} s")
+        time.sleep(0.0005)
+
+
+def _tree(pid: int, want: int = 3, timeout: float = 10) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            leader = psutil.Process(pid)
+            procs = [leader, *leader.children(recursive=True)]
+        except psutil.Error:
+            procs = []
+        if len(procs) >= want:
+            return procs
+        time.sleep(0.01)
+    raise BenchError(f"the tree of {pid} did not reach {want} processes")
+
+
+def _floor_control() -> dict[str, float]:
+    """The same tree started directly: killpg (plus the escapee) to each state."""
+    proc = subprocess.Popen(
+        child("tree"), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        proc.stdout.readline()
+        procs = _tree(proc.pid)
+        escapees = [p.pid for p in procs if os.getpgid(p.pid) != proc.pid]
+
+        def signal_all(sig: int) -> None:
+            os.killpg(proc.pid, sig)
+            for pid in escapees:
+                os.kill(pid, sig)
+
+        out = {}
+        for action, sig, state in (
+            ("pause", signal.SIGSTOP, "stopped"),
+            ("resume", signal.SIGCONT, "running"),
+            ("abort", signal.SIGTERM, "gone"),
+        ):
+            t0 = time.perf_counter()
+            signal_all(sig)
+            if action == "abort":
+                # The bench is the leader's parent: reap it as the supervisor would.
+                reaper = threading.Thread(target=proc.wait, daemon=True)
+                reaper.start()
+            out[action] = _until(procs, state, t0)
+        return out
+    finally:
+        proc.stdout.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def _system_control(system: System, sync: httpx.Client, run_id: int, pid: int) -> dict:
+    procs = _tree(pid)
+    out = {}
+    for action, state in (("pause", "stopped"), ("resume", "running"), ("abort", "gone")):
+        done: list = []
+        firsts: list[float] = []
+        t0 = time.perf_counter()
+
+        def post(action=action, done=done) -> None:
+            response = sync.post(f"/api/runs/{run_id}/{action}/")
+            done.append((response, time.perf_counter()))
+
+        request = threading.Thread(target=post)
+        request.start()
+        try:
+            out[action] = _until(procs, state, t0, firsts=firsts)
+        finally:
+            request.join(10)
+        if not done or done[0][0].status_code != 202:
+            raise BenchError(f"{action}: {done[0][0].status_code if done else 'no answer'}")
+        out[f"{action}:answered"] = done[0][1] - t0
+        out[f"{action}:first"] = firsts[0] if firsts else out[action]
+        if action != "abort":
+            # The run records the new status; wait for it before the next request.
+            deadline = time.monotonic() + 10
+            want = "paused" if action == "pause" else "running"
+            while sync.get(f"/api/runs/{run_id}/").json()["status"] != want:
+                if time.monotonic() > deadline:
+                    raise BenchError(f"run {run_id} not {want} after {action}")
+                time.sleep(0.005)
+    return out
+
+
+async def control_latency(system: System, trials: int) -> dict:
+    measured = {"pause": [], "resume": [], "abort": []}
+    floor = {"pause": [], "resume": [], "abort": []}
+    detail: dict[str, list[float]] = {}
+    headers = {"Authorization": f"Bearer {system.token}"}
+    async with system.http() as http:
+        with httpx.Client(base_url=system.base, headers=headers, timeout=30) as sync:
+            sync.get("/api/tasks/tree/")
+            for _ in range(trials):
+                for action, value in (await asyncio.to_thread(_floor_control)).items():
+                    floor[action].append(value)
+                run = await start_run(http, "tree")
+                run = await wait_status(http, run["id"], "running")
+                values = await asyncio.to_thread(
+                    _system_control, system, sync, run["id"], run["pid"]
+                )
+                for action, value in values.items():
+                    (measured if action in measured else detail).setdefault(action, []).append(
+                        value
+                    )
+                await wait_final(http, run["id"])
+    result = {"unit": "ms", "target": "p99 <= floor p99 + 10 ms", "actions": {}}
+    met = True
+    for action in measured:
+        m, f = summary(ms(measured[action])), summary(ms(floor[action]))
+        ok = m["p99"] <= f["p99"] + 10
+        met = met and ok
+        result["actions"][action] = {
+            "measured": m,
+            "floor": f,
+            "ratio": m["median"] / f["median"] if f["median"] else None,
+            # Where the time goes: the HTTP answer (202), the first process
+            # in the new state (the group signal), the last one (the walk).
+            "answered": summary(ms(detail.get(f"{action}:answered", []))),
+            "first_process": summary(ms(detail.get(f"{action}:first", []))),
+            "met": ok,
+        }
+    result["met"] = met
+    return result
+
+
+# --- fan-out ---
+
+
+async def _hub_stats(http: httpx.AsyncClient) -> dict:
+    return (await http.get("/api/debug/hub/")).json()
+
+
+async def _fan_out_once(system: System, http: httpx.AsyncClient, clients: int, lines: int) -> dict:
+    run = await start_run(http, "rate", {"rate": "50", "seconds": str(lines / 50), "wait": "wait"})
+    run = await wait_status(http, run["id"], "running")
+    run_id = run["id"]
+    loop = asyncio.get_running_loop()
+    line_counts = [0] * clients
+    ready = [False] * clients
+
+    def make(i: int):
+        def on_events(block: bytes, received: float) -> None:
+            if not ready[i] and b'"line": "ready"' in block:
+                ready[i] = True
+            line_counts[i] += len(LINE_NO_RE.findall(block))
+
+        return on_events
+
+    sse = [
+        SSEClient(system.port, f"/api/runs/{run_id}/events/", system.token, make(i))
+        for i in range(clients)
+    ]
+    deadline = loop.time() + 120 + lines / 50
+    rss_before = rss(system.server_pid)
+    gate = asyncio.Semaphore(100)
+
+    async def connect(client: SSEClient) -> None:
+        async with gate:
+            task = asyncio.create_task(client.run(deadline))
+            for _ in range(10_000):
+                if client.connected_at or task.done():
+                    break
+                await asyncio.sleep(0.002)
+        await task
+
+    tasks = [asyncio.create_task(connect(c)) for c in sse]
+    try:
+        t_connect = time.perf_counter()
+        for _ in range(60_000):
+            if all(ready) or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.01)
+        if not all(ready):
+            raise BenchError(f"fan-out: {sum(ready)} of {clients} clients connected")
+        connect_seconds = time.perf_counter() - t_connect
+        await asyncio.sleep(0.5)
+        before = await _hub_stats(http)
+        db_before = await asyncio.to_thread(system.db_counter) if system.db_counter else None
+        t0 = time.perf_counter()
+        response = await http.post(f"/api/runs/{run_id}/input/", json={"data": "go"})
+        if response.status_code != 202:
+            raise BenchError(f"input: {response.status_code}")
+        peak = rss(system.server_pid)
+        for _ in range(100_000):
+            if all(c.ended for c in sse) or loop.time() > deadline:
+                break
+            peak = max(peak, rss(system.server_pid))
+            await asyncio.sleep(0.1)
+        elapsed = time.perf_counter() - t0
+        after = await _hub_stats(http)
+        db_after = await asyncio.to_thread(system.db_counter) if system.db_counter else None
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    final = await wait_final(http, run_id)
+    complete = sum(
+        1
+        for c, n in zip(sse, line_counts, strict=True)
+        if c.ended and c.gaps == 0 and c.events == c.last_id and n == lines
+    )
+    return {
+        "clients": clients,
+        "complete_clients": complete,
+        "status": final["status"],
+        "connect_seconds": connect_seconds,
+        "seconds": elapsed,
+        "hub_queries_per_s": (after["queries"] - before["queries"]) / elapsed,
+        "hub_fetches": after["fetches"] - before["fetches"],
+        "catchup_reads": after["catchup_reads"] - before["catchup_reads"],
+        "overflows": after["overflows"] - before["overflows"],
+        "db_statements_per_s": (db_after - db_before) / elapsed if db_before is not None else None,
+        "rss_before_mb": rss_before / 2**20,
+        "rss_peak_mb": peak / 2**20,
+    }
+
+
+async def fan_out(system: System, clients: int, lines: int) -> dict:
+    async with system.http() as http:
+        one = await _fan_out_once(system, http, 1, lines)
+        many = await _fan_out_once(system, http, clients, lines)
+    ratio = (
+        many["hub_queries_per_s"] / one["hub_queries_per_s"] if one["hub_queries_per_s"] else None
+    )
+    growth = many["rss_peak_mb"] - many["rss_before_mb"]
+    return {
+        "unit": "queries/s",
+        "one": one,
+        "many": many,
+        "queries_ratio": ratio,
+        "rss_growth_mb": growth,
+        "target": (
+            "all clients get every event; queries/s <= 1.10 x one client; RSS growth <= 100 MB"
+        ),
+        "met": many["complete_clients"] == clients
+        and ratio is not None
+        and ratio <= 1.10
+        and growth <= 100,
+    }
+
+
+# --- memory ---
+
+
+async def memory(system: System, count: int, width: int) -> dict:
+    """A child prints count x width bytes; supervisor and web RSS before, peak and after."""
+    pids = {"worker": system.worker_pid, "web": system.server_pid}
+    before = {name: rss(pid) for name, pid in pids.items()}
+    peak = dict(before)
+    check = NumberCheck()
+    async with system.http() as http:
+        t0 = time.perf_counter()
+        run = await start_run(http, "numbered", {"count": str(count), "width": str(width)})
+        client = SSEClient(system.port, f"/api/runs/{run['id']}/events/", system.token, check)
+        reader = asyncio.create_task(client.run(asyncio.get_running_loop().time() + 300))
+        for _ in range(100_000):
+            if reader.done():
+                break
+            for name, pid in pids.items():
+                peak[name] = max(peak[name], rss(pid))
+            await asyncio.sleep(0.1)
+        await reader
+        seconds = time.perf_counter() - t0
+        await wait_final(http, run["id"])
+    await asyncio.sleep(2)
+    after = {name: rss(pid) for name, pid in pids.items()}
+    mb = 2**20
+    out = {
+        "unit": "MB",
+        "bytes_printed": count * width,
+        "seconds": seconds,
+        "missing": count - (check.next - 1) + check.bad,
+        "target": "supervisor and web RSS after within +-50 MB of before",
+    }
+    met = out["missing"] == 0
+    for name in pids:
+        change = (after[name] - before[name]) / mb
+        out[name] = {
+            "before_mb": before[name] / mb,
+            "peak_mb": peak[name] / mb,
+            "after_mb": after[name] / mb,
+            "change_mb": change,
+        }
+        met = met and abs(change) <= 50
+    out["met"] = met
+    return out
+
+
+# --- dashboard (run page in headless Chromium) ---
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+OBSERVER = """
+window.__longTasks = [];
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) window.__longTasks.push([entry.startTime, entry.duration]);
+}).observe({type: "longtask", buffered: true});
+"""
+
+
+async def dashboard(system: System, rate: int, seconds: float) -> dict:
+    from playwright.async_api import async_playwright
+
+    if not os.path.exists(CHROMIUM):
+        return {"skipped": f"no Chromium at {CHROMIUM}", "met": None}
+    async with system.http() as http, async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = await browser.new_context(viewport={"width": 1360, "height": 900})
+            await context.add_cookies(
+                [{"name": "sessionid", "value": system.session_cookie, "url": system.base}]
+            )
+            await context.add_init_script(OBSERVER)
+            page = await context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            run = await start_run(
+                http, "rate", {"rate": str(rate), "seconds": str(seconds), "wait": "wait"}
+            )
+            run = await wait_status(http, run["id"], "running")
+            response = await page.goto(f"{system.base}/runs/{run['id']}/")
+            if response is None or response.status != 200:
+                raise BenchError(f"run page: {response.status if response else 'no answer'}")
+            if "/runs/" not in page.url:
+                raise BenchError(f"run page: landed on {page.url} (not logged in?)")
+            await page.wait_for_timeout(1500)
+            # The observer works: a 120 ms busy loop must show as a long task.
+            await page.evaluate(
+                "() => new Promise(r => setTimeout(() => {"
+                " const t = performance.now(); while (performance.now() - t < 120) {} r(); }, 0))"
+            )
+            await page.wait_for_timeout(300)
+            load_tasks = await page.evaluate("window.__longTasks.splice(0)")
+            observer_ok = any(d >= 100 for _, d in load_tasks)
+            t0 = await page.evaluate("performance.now()")
+            await http.post(f"/api/runs/{run['id']}/input/", json={"data": "go"})
+            await wait_final(http, run["id"], timeout=seconds + 60)
+            await page.wait_for_timeout(1000)
+            tasks = await page.evaluate("window.__longTasks")
+            t1 = await page.evaluate("performance.now()")
+            shown = await page.evaluate(
+                "() => [document.querySelector('[data-log-info]')?.textContent,"
+                " document.getElementById('run-page')?.dataset.status]"
+            )
+        finally:
+            await browser.close()
+    durations = [d for start, d in tasks if t0 <= start <= t1]
+    over = [d for d in durations if d > 50]
+    return {
+        "unit": "ms",
+        "lines": int(rate * seconds),
+        "long_tasks": len(durations),
+        "long_tasks_over_50ms": len(over),
+        "longest_ms": max(durations) if durations else 0.0,
+        "page_load_long_tasks": len(load_tasks) - (1 if observer_ok else 0),
+        "observer_checked": observer_ok,
+        "page_log_info": shown[0],
+        "page_status": shown[1],
+        "page_errors": errors[:5],
+        "target": "no long task over 50 ms during the flood",
+        "met": observer_ok and not over,
+    }
