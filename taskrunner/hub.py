@@ -80,26 +80,45 @@ class Chunk:
 
 
 def _encode(rows: list[tuple]) -> list[tuple[int, Chunk]]:
-    """Rows `(run_id, seq, kind, stream, text, data, ts)` sorted by run and seq → chunks."""
+    """Rows `(run_id, seq, kind, stream, text, data, ts)` sorted by run and seq → chunks.
+
+    The hot loop of the whole stream path: plain log lines (most rows) are
+    formatted inline; other kinds go through `sse.RowEncoder`.
+    """
     encoder = sse.RowEncoder()
+    quote = sse.encode_string
     chunks: list[tuple[int, Chunk]] = []
-    start = 0
-    while start < len(rows):
-        run_id = rows[start][0]
-        end = start
-        final = None
-        parts: list[str] = []
-        while end < len(rows) and rows[end][0] == run_id:
-            row = rows[end][1:]
-            parts.append(encoder.encode(row))
-            if row[1] == "status":
-                status, exit_code = encoder.last_status
-                if status in FINAL_STATUSES:
-                    final = (row[0], status, exit_code)
-            end += 1
-        data = "".join(parts).encode("utf-8")
-        chunks.append((run_id, Chunk(rows[start][1], rows[end - 1][1], data, final)))
-        start = end
+    parts: list[str] = []
+    current = first = last = None
+    final = None
+    ts_key: object = None
+    ts_text = ""
+
+    def flush() -> None:
+        if parts:
+            data = "".join(parts).encode("utf-8")
+            chunks.append((current, Chunk(first, last, data, final)))
+            parts.clear()
+
+    for run_id, seq, kind, stream, text, data, ts in rows:
+        if run_id != current:
+            flush()
+            current, first, final = run_id, seq, None
+        last = seq
+        if kind == "log" and data is None:
+            if ts != ts_key:
+                ts_key, ts_text = ts, encoder.iso(ts)
+            parts.append(
+                f'id: {seq}\nevent: log\ndata: {{"seq": {seq}, "stream": {quote(stream)}, '
+                f'"line": {quote(text)}, "ts": "{ts_text}"}}\n\n'
+            )
+            continue
+        parts.append(encoder.encode((seq, kind, stream, text, data, ts)))
+        if kind == "status":
+            status, exit_code = encoder.last_status
+            if status in FINAL_STATUSES:
+                final = (seq, status, exit_code)
+    flush()
     return chunks
 
 
@@ -474,16 +493,20 @@ def _fetch_rows(cursors: dict[int, int], limit: int) -> list[tuple]:
     Raw SQL on purpose: the ORM's per-row converters (the datetime parse on
     SQLite above all) would cost more than everything else on this path.
     """
-    table = connections["default"].ops.quote_name(RunEvent._meta.db_table)
+    connection = connections["default"]
+    table = connection.ops.quote_name(RunEvent._meta.db_table)
+    # On SQLite, a bare `ts` would go through Django's datetime converter for
+    # every row; as text it is parsed once per batch (events share a ts).
+    ts = "CAST(ts AS TEXT)" if connection.vendor == "sqlite" else "ts"
     where = " OR ".join(["(run_id = %s AND seq > %s)"] * len(cursors))
     params: list[int] = []
     for run_id, after in cursors.items():
         params += [run_id, after]
     sql = (
-        f"SELECT run_id, seq, kind, stream, text, data, ts FROM {table} "  # noqa: S608 - no user text
+        f"SELECT run_id, seq, kind, stream, text, data, {ts} FROM {table} "  # noqa: S608 - no user text
         f"WHERE {where} ORDER BY run_id, seq LIMIT %s"
     )
-    with connections["default"].cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(sql, [*params, limit])
         return cursor.fetchall()
 

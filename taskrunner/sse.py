@@ -26,7 +26,7 @@ from typing import Any
 from taskrunner.serializers import iso
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
-_encode_string = json.encoder.encode_basestring_ascii  # the C accelerator when present
+encode_string = json.encoder.encode_basestring_ascii  # the C accelerator when present
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(", ", ": ")).encode
 
 KEEPALIVE = b": keepalive\n\n"
@@ -77,7 +77,7 @@ class RowEncoder:
         self._ts_text = ""
         self.last_status: tuple[str | None, int | None] = (None, None)
 
-    def _iso(self, ts: datetime | str) -> str:
+    def iso(self, ts: datetime | str) -> str:
         if ts != self._ts:
             value = ts
             if isinstance(value, str):  # SQLite: "YYYY-MM-DD HH:MM:SS.ffffff", UTC
@@ -94,14 +94,14 @@ class RowEncoder:
         if kind == "log":
             extra = ', "continued": true' if data and data.get("continued") else ""
             return (
-                f'id: {seq}\nevent: log\ndata: {{"seq": {seq}, "stream": {_encode_string(stream)}, '
-                f'"line": {_encode_string(text)}, "ts": "{self._iso(ts)}"{extra}}}\n\n'
+                f'id: {seq}\nevent: log\ndata: {{"seq": {seq}, "stream": {encode_string(stream)}, '
+                f'"line": {encode_string(text)}, "ts": "{self.iso(ts)}"{extra}}}\n\n'
             )
         payload = dict(data) if isinstance(data, Mapping) else {}
         if kind == "status":
             self.last_status = (payload.get("status"), payload.get("exit_code"))
         payload["seq"] = seq
-        payload["ts"] = self._iso(ts)
+        payload["ts"] = self.iso(ts)
         return f"id: {seq}\nevent: {_check_field('event', kind)}\ndata: {_dumps(payload)}\n\n"
 
     def encode_rows(self, rows: Iterable[tuple]) -> bytes:
