@@ -276,6 +276,7 @@ class Hub:
         self._reader: asyncio.Task | None = None
         self._waker: DatabaseWaker | None = None
         self._more = False  # the last fetch hit its limit: fetch again at once
+        self._reading = False  # the reader runs: the hub thread keeps its connection
         self.stats: dict[str, int] = {
             "queries": 0,
             "wakes": 0,
@@ -301,6 +302,10 @@ class Hub:
             # A broken connection must not poison the next call.
             connections.close_all()
             raise
+        finally:
+            if not self._reading:
+                # No reader to reuse it soon (a one-off lookup): give it back.
+                connections.close_all()
 
     async def db(self, fn: Callable[[], T]) -> T:
         """Run ORM code in the hub's thread (its connection stays open while in use)."""
@@ -376,6 +381,7 @@ class Hub:
 
     async def _read_loop(self) -> None:
         self._waker = waker = DatabaseWaker()
+        self._reading = True
         try:
             await waker.wait(0)  # take the baseline before the first fetch
             changed: set[str] = {ANYTHING}
@@ -397,6 +403,7 @@ class Hub:
                     changed = {ANYTHING}  # the safety-net poll
         finally:
             self._waker = None
+            self._reading = False
             await waker.close()
             with contextlib.suppress(RuntimeError):  # interpreter shutting down
                 await self.loop.run_in_executor(self._executor, connections.close_all)

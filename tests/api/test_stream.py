@@ -227,6 +227,7 @@ def db_connections() -> int | None:
 def test_200_clients_share_one_hub(api, http, tokens, run):
     """Every client gets every event; queries, threads and connections do not grow."""
     server = psutil.Process(api.pid)
+    idle_tasks = hub(http)["tasks"]
     fleet = Fleet(api.url, f"/api/runs/{run.pk}/events/", tokens["bob"])
     try:
         fleet.add(1)
@@ -269,6 +270,7 @@ def test_200_clients_share_one_hub(api, http, tokens, run):
         state = wait_for(lambda: (h := hub(http))["subscribers"] == 0 and h, 10)
         assert not state["reader_running"]
         assert state["buffered_bytes"] == 0
+        assert state["tasks"] <= idle_tasks  # no task left behind by 200 streams
         print(
             f"hub queries per 10 batches: 1 client {one}, 200 clients {many}; threads "
             f"{threads_one} -> {server.num_threads()}; db connections {conns_one}"
