@@ -109,6 +109,13 @@ def test_start_watch_pause_resume_abort(live, page):
     actions = [(a.action, a.by, a.via) for a in run.actions.order_by("id")]
     for action in ("start", "pause", "resume", "abort"):
         assert (action, "bob", "page") in actions, actions
+    # The whole log downloads as text.
+    download = page.locator("[data-download]")
+    assert download.get_attribute("href") == f"/api/runs/{run_id}/log/?download=1"
+    response = page.request.get(live.url + download.get_attribute("href"))
+    assert response.ok
+    assert "attachment" in response.headers.get("content-disposition", "")
+    assert len(response.text().splitlines()) >= 10
     # Controls are gone once the run is final.
     expect(page.get_by_role("button", name="Pause")).to_be_hidden()
     expect(page.get_by_role("button", name="Abort")).to_be_hidden()

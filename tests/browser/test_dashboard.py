@@ -95,3 +95,29 @@ def test_anonymous_and_non_staff_go_to_the_login(live, page):
     page.fill("#id_password", "correct-horse-battery-staple")
     page.click("input[type=submit]")
     expect(page.locator(".errornote")).to_be_visible()
+
+
+def test_timeline_shows_runs_live(live, page):
+    task = define_numbered("gantt", rate=5, title="Gantt test")
+    done = define_numbered("done", rate=5, total=1, title="Done")
+    finished = done.start({})
+    wait_for(lambda: (finished.refresh_from_db(), finished.status)[1] == "succeeded", timeout=15)
+    login(page, live.url, "carol", "/timeline/")
+    expect(page.locator("[data-connection]")).to_have_text("live")
+    expect(page.locator(f'.tr-gantt-bar[data-run-id="{finished.pk}"] rect')).to_have_class(
+        "tr-fill--succeeded"
+    )
+    run = task.start({})
+    bar = page.locator(f'.tr-gantt-bar[data-run-id="{run.pk}"]')
+    expect(bar).to_have_attribute("data-status", "running", timeout=15_000)
+    width = float(bar.locator("rect").get_attribute("width"))
+    page.goto(f"{live.url}/timeline/?window=15m")
+    bar = page.locator(f'.tr-gantt-bar[data-run-id="{run.pk}"]')
+    expect(page.locator('.tr-filter a[aria-current="true"]')).to_have_text("15 minutes")
+    # A running bar grows with the clock (the window is 4x narrower: wider at once).
+    page.wait_for_function(
+        f"""() => Number(document.querySelector('.tr-gantt-bar[data-run-id="{run.pk}"] rect')
+            .getAttribute('width')) > {width}"""
+    )
+    run.request("abort")
+    expect(bar).to_have_attribute("data-status", "aborted", timeout=15_000)

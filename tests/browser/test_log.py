@@ -74,13 +74,14 @@ def test_reload_and_server_restart_lose_and_repeat_nothing(personas, start_serve
     from tests.browser.pages import login
 
     server = start_server()
-    task = define_numbered(rate=100)
+    task = define_numbered(rate=200)
     run = task.start({}, user=personas["bob"], via="page")
     login(page, server.url, "bob", f"/runs/{run.pk}/")
 
     # Special lines render as text, with colours and stderr told apart.
     expect(page.locator(".tr-line").first).to_be_visible(timeout=15_000)
     page.uncheck("[data-follow]")
+    page.evaluate(LOAD_ALL_OLDER_JS)
     page.locator("[data-log-view]").evaluate("(el) => { el.scrollTop = 0; }")
     expect(page.locator(".tr-line").filter(has_text="<script>document.title")).to_have_count(1)
     assert page.title() != "pwned"
@@ -96,6 +97,23 @@ def test_reload_and_server_restart_lose_and_repeat_nothing(personas, start_serve
     page.reload()
     page.wait_for_function(f"() => ({MAX_NUMBER_JS})() >= {before + 150}")
     _assert_contiguous(page, before + 150)
+
+    # Scrolling up stops following: new lines no longer move the view.
+    view = page.locator("[data-log-view]")
+    page.locator("[data-follow]").check()
+    view.hover()
+    page.mouse.wheel(0, -400)
+    expect(page.locator("[data-follow]")).not_to_be_checked()
+    top = view.evaluate("(el) => el.scrollTop")
+    now = page.evaluate(MAX_NUMBER_JS)
+    page.wait_for_function(f"() => ({MAX_NUMBER_JS})() >= {now + 100}")
+    assert view.evaluate("(el) => el.scrollTop") == top
+    # Following again jumps to the end and stays there.
+    page.locator("[data-follow]").check()
+    page.wait_for_function(
+        "() => { const v = document.querySelector('[data-log-view]');"
+        " return v.scrollTop + v.clientHeight >= v.scrollHeight - 30; }"
+    )
 
     # The server goes away: the page says so, and reconnects by itself when
     # a server is back on the same address, continuing where it was.
