@@ -17,6 +17,7 @@ JSON error instead of hanging.
 """
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
@@ -33,6 +34,7 @@ from taskrunner.api.views import MAX_ID, get_task, task_detail
 from taskrunner.hub import Hub, get_hub, release_request_thread
 from taskrunner.models import FINAL_STATUSES, Run, RunEvent
 
+logger = logging.getLogger(__name__)
 RETRY_MS = 1000
 LOG_CHUNK = 5000
 
@@ -60,6 +62,11 @@ def _stream_response(content: AsyncIterator[bytes]) -> StreamingHttpResponse:
         content_type="text/event-stream; charset=utf-8",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _stream_error() -> bytes:
+    """The last words of a stream that failed: the client reconnects (Last-Event-ID)."""
+    return sse.event({"message": "The stream failed; reconnecting resumes it."}, event="error")
 
 
 def _stream_response_head() -> HttpResponse:
@@ -157,6 +164,10 @@ async def _run_events(hub: Hub, run_id: int, cursor: int, frontier: int, final_a
                 yield data + sse.end(*end)
                 return
             yield data
+    except Exception:  # noqa: BLE001 - after the 200, an error can only be an event
+        # (CancelledError, a disconnect, is not an Exception: it goes through.)
+        logger.exception("run stream failed run_id=%s", run_id)
+        yield _stream_error()
     finally:
         hub.unsubscribe_run(sub)
 
@@ -221,6 +232,9 @@ async def _dashboard(hub: Hub):
                 return
             data = await sub.next(min(keepalive, remaining))
             yield sse.KEEPALIVE if data is None else data
+    except Exception:  # noqa: BLE001 - after the 200, an error can only be an event
+        logger.exception("dashboard stream failed")
+        yield _stream_error()
     finally:
         hub.unsubscribe_dashboard(sub)
 
