@@ -137,3 +137,18 @@ def test_pages_still_send_html_csrf_failures_and_api_unknown_paths_are_json(api,
         missing = http.get("/api/no/such/thing/")
         assert missing.status_code == 404
         assert error_code(missing) == "not_found"
+
+
+def test_a_big_form_body_from_a_browser_session_is_still_the_apis_413(api, session_cookies):
+    cookies = session_cookies["bob"]
+    with httpx.Client(base_url=api.url, cookies=cookies, timeout=20) as http:
+        response = http.post(
+            "/api/tasks/demo/runs/",
+            content=b"a=" + b"x" * (3 * 1024 * 1024),
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-CSRFToken": cookies["csrftoken"],
+            },
+        )
+        assert response.status_code == 413
+        assert error_code(response) == "too_large"
