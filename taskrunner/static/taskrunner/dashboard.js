@@ -106,6 +106,7 @@ function updateTaskRow(name, finished) {
     link.hidden = !current;
     if (current) {
         link.href = runPageUrl(current.id);
+        link.dataset.status = current.status;
         setProgress(field(link, "progress"), current.progress);
         setText(field(link, "progress-text"), `#${current.id} ${progressText(current.progress)}`);
     }
