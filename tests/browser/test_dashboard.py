@@ -1,5 +1,7 @@
 """The dashboard: one event stream for the whole page, live rows, permissions."""
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -80,16 +82,34 @@ def test_one_event_stream_whatever_the_number_of_tasks(live, page):
         run.request("abort")
 
 
-def test_staff_without_permission_sees_no_buttons(live, page):
-    define_numbered("quiet", rate=5)
-    login(page, live.url, "carol")
+def test_staff_without_permission_sees_no_buttons_and_the_feed_reconnects(
+    personas, start_server, worker, page
+):
+    server = start_server()
+    task = define_numbered("quiet", rate=5)
+    login(page, server.url, "carol")
     expect(page.locator("tr.tr-task")).to_have_count(1)
     expect(page.get_by_role("button", name="Start")).to_have_count(0)
     expect(page.locator("[data-connection]")).to_have_text("live")
 
+    # The server goes away: the page says so; a run starts meanwhile; when the
+    # server is back the feed reconnects by itself and shows the run.
+    server.stop()
+    expect(page.locator("[data-connection]")).to_have_text(
+        re.compile("disconnected|reconnecting"), timeout=10_000
+    )
+    run = task.start({})
+    start_server(port=server.port)
+    expect(page.locator("[data-connection]")).to_have_text("live", timeout=40_000)
+    row = page.locator(f'tr.tr-run[data-run-id="{run.pk}"]')
+    expect(row.locator("[data-field=status]")).to_have_text("running", timeout=15_000)
+    expect(row.get_by_role("button", name="Pause")).to_have_count(0)
+    run.request("abort")
+    expect(row).to_have_count(0, timeout=15_000)
 
-def test_anonymous_and_non_staff_go_to_the_login(live, page):
-    page.goto(f"{live.url}/timeline/")
+
+def test_anonymous_and_non_staff_go_to_the_login(personas, server, page):
+    page.goto(f"{server.url}/timeline/")
     assert "/admin/login/?next=/timeline/" in page.url
     page.fill("#id_username", "dave")
     page.fill("#id_password", "correct-horse-battery-staple")

@@ -87,6 +87,13 @@ def test_reload_and_server_restart_lose_and_repeat_nothing(personas, start_serve
     assert page.title() != "pwned"
     expect(page.locator(".tr-line .ansi-fg-2.ansi-bold")).to_have_text("green and bold")
     expect(page.locator(".tr-line .ansi-fg-1")).to_have_text("red")
+    # 256 colours and RGB through the CSSOM (allowed by the CSP), other codes dropped.
+    orange = page.locator(".tr-line .tr-lt span").filter(has_text="orange")
+    expect(orange).to_have_css("color", "rgb(255, 135, 0)")
+    expect(page.locator(".tr-line .tr-lt span").filter(has_text="rgb")).to_have_css(
+        "color", "rgb(10, 20, 30)"
+    )
+    expect(orange.locator("xpath=..")).to_have_text("orange rgb")
     expect(page.locator(".tr-line--stderr .tr-lt")).to_have_text("a warning on stderr")
 
     page.check("[data-follow]")

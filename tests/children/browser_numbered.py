@@ -22,6 +22,7 @@ def main() -> int:
     out = sys.stdout
     print(f"starting (helper pid {helper.pid})", flush=True)
     print("\x1b[1;32mgreen and bold\x1b[0m then plain \x1b[31mred\x1b[0m", flush=True)
+    print("\x1b[38;5;208morange\x1b[0m \x1b[38;2;10;20;30mrgb\x1b[0m\x1b[K", flush=True)
     print("<script>document.title='pwned'</script><b>not bold</b>", flush=True)
     print("a warning on stderr", file=sys.stderr, flush=True)
     start = time.monotonic()
