@@ -380,7 +380,9 @@ class Hub:
             self._reader = self.loop.create_task(self._read_loop(), name="taskrunner-hub")
 
     async def _read_loop(self) -> None:
-        self._waker = waker = DatabaseWaker()
+        # 2 ms on SQLite (PRAGMA data_version costs microseconds): ~1 ms of
+        # log latency on average instead of 2.5 ms at the default 5 ms.
+        self._waker = waker = DatabaseWaker(poll_interval=0.002)
         self._reading = True
         try:
             await waker.wait(0)  # take the baseline before the first fetch
