@@ -15,7 +15,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.paginator import Paginator
-from django.db.models import Max, Prefetch
+from django.db.models import Max
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
@@ -27,7 +27,6 @@ from taskrunner.models import (
     FINAL_STATUSES,
     ActionNotAllowed,
     Run,
-    RunAction,
     RunStatus,
     Task,
 )
@@ -51,6 +50,7 @@ TIMELINE_WINDOWS = [
     ("7d", "7 days", 7 * 24 * 3600),
 ]
 DEFAULT_WINDOW = "1h"
+TIMELINE_MAX_RUNS = 2000
 
 
 # --- helpers ------------------------------------------------------------------
@@ -156,12 +156,7 @@ def _param_fields(task: Task) -> list[dict[str, Any]]:
 @require_GET
 @staff_member_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    active = list(
-        Run.objects.active()
-        .select_related("task", "requested_by")
-        .prefetch_related(Prefetch("actions", queryset=RunAction.objects.order_by("id")))
-        .order_by("id")
-    )
+    active = list(Run.objects.active().select_related("task", "requested_by").order_by("id"))
     latest = _latest_runs_by_task()
     active_by_task: dict[int, list[Run]] = {}
     for run in active:
@@ -263,12 +258,14 @@ def timeline(request: HttpRequest) -> HttpResponse:
     span = choices[window]
     end = timezone.now()
     start = end - timedelta(seconds=span)
+    # The newest runs of the window (a week of a busy task could be thousands).
     runs = list(
         Run.objects.filter(created_at__lt=end)
         .exclude(finished_at__lt=start)
         .select_related("task")
-        .order_by("id")
+        .order_by("-id")[:TIMELINE_MAX_RUNS]
     )
+    runs.reverse()
     return render(
         request,
         "taskrunner/timeline.html",

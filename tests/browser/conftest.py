@@ -4,8 +4,9 @@ against a real uvicorn server and a real worker on the test database.
 Playwright's sync API runs an event loop in this thread, and Django refuses
 ORM calls while a loop is running unless DJANGO_ALLOW_ASYNC_UNSAFE is set.
 The tests' own ORM calls are safe (no loop is really in the way), so it is set
-here, but never passed on to the server and worker processes, whose async
-safety must stay checked.
+for the modules of this directory only (the browser lives as long as its
+module, so the loop is gone before other tests run), and never passed on to
+the server and worker processes, whose async safety must stay checked.
 """
 
 import os
@@ -16,7 +17,7 @@ import pytest
 
 from tests.conftest import PASSWORD
 
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+UNSAFE = "DJANGO_ALLOW_ASYNC_UNSAFE"
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -30,14 +31,26 @@ CHROMIUM_ARGS = [
 ]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _orm_beside_playwright():
+    """Allow this process's ORM calls while Playwright's loop runs (see above)."""
+    before = os.environ.get(UNSAFE)
+    os.environ[UNSAFE] = "true"
+    yield
+    if before is None:
+        os.environ.pop(UNSAFE, None)
+    else:
+        os.environ[UNSAFE] = before
+
+
 @contextmanager
 def _child_env_without_unsafe():
-    value = os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    value = os.environ.pop(UNSAFE, None)
     try:
         yield
     finally:
         if value is not None:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = value
+            os.environ[UNSAFE] = value
 
 
 @pytest.fixture
@@ -58,8 +71,8 @@ def start_worker(start_worker):
     return start
 
 
-@pytest.fixture(scope="session")
-def browser():
+@pytest.fixture(scope="module")
+def browser(_orm_beside_playwright):
     from playwright.sync_api import expect
 
     expect.set_options(timeout=10_000)
