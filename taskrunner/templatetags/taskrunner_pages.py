@@ -62,7 +62,9 @@ def _number(*values) -> bool:
 
 @register.filter
 def cpu(value) -> str:
-    return f"{value:.0f}%" if _number(value) else "–"
+    if not _number(value):
+        return "–"
+    return f"{value:.1f}%" if value < 10 else f"{value:.0f}%"
 
 
 @register.filter

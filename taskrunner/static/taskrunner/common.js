@@ -31,7 +31,8 @@ export function formatBytes(value) {
 }
 
 export function formatCpu(value) {
-    return value === null || value === undefined ? "–" : `${Math.round(value)}%`;
+    if (value === null || value === undefined) return "–";
+    return value < 10 ? `${value.toFixed(1)}%` : `${Math.round(value)}%`;
 }
 
 export function formatTime(iso) {
