@@ -215,3 +215,11 @@ def test_flood_of_10000_lines_per_second(personas, start_server, worker, new_pag
     expect(page.locator(".tr-line.is-current mark")).to_have_text("line 54321")
     expect(page.locator("[data-follow]")).not_to_be_checked()
     wait_for(lambda: (run.refresh_from_db(), run.status)[1] == "succeeded", timeout=30)
+
+    # The finished run opens at its end, at once, however long its log.
+    started = time.monotonic()
+    page.reload()
+    expect(page.locator(".tr-line").filter(has_text=f"done after {total} lines")).to_be_visible()
+    print(f"finished run of {total:,} lines reopened in {time.monotonic() - started:.2f} s")
+    expect(page.locator("[data-connection]").first).to_have_text("finished")
+    expect(page.locator(".tr-run-state [data-field=status]")).to_have_text("succeeded")
