@@ -89,6 +89,9 @@ def test_screenshots_light_and_dark(live, personas, new_page):
 
     for scheme in ("light", "dark"):
         page = new_page(color_scheme=scheme, viewport={"width": 1360, "height": 860})
+        page.goto(f"{live.url}/")
+        expect(page.locator("#id_username")).to_be_visible()
+        save_screenshot(page, f"login-{scheme}")
         login(page, live.url, "alice")
         expect(
             page.locator(f'tr.tr-run[data-run-id="{nightly.pk}"] [data-field=status]')
