@@ -134,7 +134,8 @@ class ProcessTree:
             return self._signal(sig, scan_environment)
 
     def _signal(self, sig: int, scan_environment: bool) -> int:
-        if self._group_is_ours():
+        grouped = self._group_is_ours()
+        if grouped:
             try:
                 os.killpg(self.pgid, sig)
             except ProcessLookupError:
@@ -142,7 +143,21 @@ class ProcessTree:
             except PermissionError:
                 logger.warning("killpg refused pgid=%s sig=%s", self.pgid, sig)
         count = 0
+        # Known members that left the group first: the walk of the process
+        # table below takes tens of milliseconds on a busy machine.
+        signalled = set()
+        for pid, proc in list(self.known.items()):
+            try:
+                if grouped and os.getpgid(pid) == self.pgid:
+                    continue  # killpg reached it
+                proc.send_signal(sig)
+                count += 1
+                signalled.add(pid)
+            except (psutil.Error, ProcessLookupError):
+                pass
         for proc in self.refresh(scan_environment=scan_environment):
+            if proc.pid in signalled:
+                continue
             try:
                 proc.send_signal(sig)
                 count += 1
