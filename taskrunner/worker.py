@@ -221,7 +221,11 @@ class Supervisor:
 
     @staticmethod
     def _call_orm(fn, args, kwargs):
-        close_old_connections()  # drops a connection the server closed
+        # The thread keeps its connection (reconnecting before every call cost
+        # more than the log batch itself); a broken one is dropped after an
+        # error, and a failing call is retried once on a fresh connection.
+        if connection.errors_occurred:
+            close_old_connections()
         try:
             return fn(*args, **kwargs)
         except DatabaseError:
@@ -542,10 +546,17 @@ class Supervisor:
 
     async def _watch_step(self) -> None:
         # Polling at poll_interval too: a lost wake-up only delays, never loses.
-        await self.waker.wait(timeout=self.poll_interval)
+        changed = await self.waker.wait(timeout=self.poll_interval)
+        if changed and all(self._own_events(payload) for payload in changed):
+            return  # only the events this worker just stored: nothing to do
         if self.handles:
             await self._apply_controls()
         self.wake.set()  # the main loop looks for new runs
+
+    def _own_events(self, payload: str) -> bool:
+        """A PostgreSQL notification of events stored by this worker for its own runs."""
+        kind, _, run_id = payload.partition(":")
+        return kind == "event" and run_id.isdigit() and int(run_id) in self.handles
 
     async def _apply_controls(self) -> None:
         actions = await self.orm(self._pending_actions)
