@@ -18,12 +18,12 @@ from django.core.paginator import Paginator
 from django.db.models import Max
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from taskrunner.models import (
-    ACTIVE_STATUSES,
     FINAL_STATUSES,
     ActionNotAllowed,
     Run,
@@ -56,16 +56,9 @@ TIMELINE_MAX_RUNS = 2000
 # --- helpers ------------------------------------------------------------------
 
 
-def _api_url(name: str, *args: Any, fallback: str) -> str:
-    """A URL of the JSON API, or the contract's path if the API is not routed yet."""
-    try:
-        return reverse(f"taskrunner-api:{name}", args=args)
-    except NoReverseMatch:
-        return fallback
-
-
-def _run_api(run_id: int) -> str:
-    return _api_url("run", run_id, fallback=f"/api/runs/{run_id}/")
+def _api_url(name: str, *args: Any) -> str:
+    """A URL of the JSON API (taskrunner.api.urls), for the pages' scripts."""
+    return reverse(f"taskrunner-api:{name}", args=args)
 
 
 def _context(request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
@@ -76,8 +69,8 @@ def _context(request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
         title=title,
         can_start=request.user.has_perm(START_PERM),
         can_control=request.user.has_perm(CONTROL_PERM),
-        events_feed_url=_api_url("events", fallback="/api/events/"),
-        api_runs_url=_api_url("runs", fallback="/api/runs/"),
+        events_feed_url=_api_url("events"),
+        api_runs_url=_api_url("runs"),
     )
     context.update(extra)
     return context
@@ -98,8 +91,6 @@ def _refuse(request: HttpRequest, message: str, status: int, back: str) -> HttpR
 
 def _safe_next(request: HttpRequest, default: str) -> str:
     """Where to go back after a form: a same-site path from `next`, or `default`."""
-    from django.utils.http import url_has_allowed_host_and_scheme
-
     target = request.POST.get("next") or ""
     if target and url_has_allowed_host_and_scheme(
         target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
@@ -108,18 +99,16 @@ def _safe_next(request: HttpRequest, default: str) -> str:
     return default
 
 
-def _latest_runs_by_task() -> dict[int, Run]:
-    """The newest run of each task, in two queries."""
-    latest: dict[int, Run] = {}
+def _last_final_runs() -> dict[int, Run]:
+    """The newest finished run of each task (task id -> run), in two queries."""
     ids = (
-        Run.objects.order_by()
+        Run.objects.final()
+        .order_by()
         .values("task_id")
         .annotate(last=Max("id"))
         .values_list("last", flat=True)
     )
-    for run in Run.objects.filter(id__in=list(ids)).select_related("requested_by"):
-        latest[run.task_id] = run
-    return latest
+    return {run.task_id: run for run in Run.objects.filter(id__in=list(ids))}
 
 
 def _param_fields(task: Task) -> list[dict[str, Any]]:
@@ -157,32 +146,26 @@ def _param_fields(task: Task) -> list[dict[str, Any]]:
 @staff_member_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     active = list(Run.objects.active().select_related("task", "requested_by").order_by("id"))
-    latest = _latest_runs_by_task()
+    last_final = _last_final_runs()
     active_by_task: dict[int, list[Run]] = {}
     for run in active:
         active_by_task.setdefault(run.task_id, []).append(run)
     rows = []
     for task in Task.objects.all():
         runs = active_by_task.get(task.pk, [])
-        last = latest.get(task.pk)
-        last_final = last if last is not None and last.status in FINAL_STATUSES else None
-        if last_final is None and last is not None:
-            last_final = (
-                Run.objects.filter(task=task, status__in=FINAL_STATUSES).order_by("-id").first()
-            )
         rows.append(
             {
                 "task": task,
                 "active": runs,
                 "current": runs[-1] if runs else None,
-                "last": last_final,
+                "last": last_final.get(task.pk),
                 "fields": _param_fields(task),
             }
         )
     return render(
         request,
         "taskrunner/dashboard.html",
-        _context(request, "Tasks", rows=rows, active=active, now=timezone.now()),
+        _context(request, "Tasks", rows=rows, active=active),
     )
 
 
@@ -190,7 +173,6 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @staff_member_required
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     run = get_object_or_404(Run.objects.select_related("task", "requested_by"), pk=pk)
-    api = _run_api(run.pk)
     return render(
         request,
         "taskrunner/run.html",
@@ -199,12 +181,11 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
             f"Run {run.pk} of {run.task.display_title}",
             run=run,
             actions=list(run.actions.order_by("id")),
-            api_run_url=api,
-            events_url=_api_url("run-events", run.pk, fallback=f"{api}events/"),
-            event_list_url=f"{api}event-list/",
-            download_url=f"{api}log/?download=1",
+            api_run_url=_api_url("run", run.pk),
+            events_url=_api_url("run-events", run.pk),
+            event_list_url=_api_url("run-event-list", run.pk),
+            download_url=_api_url("run-log", run.pk) + "?download=1",
             log_tail=LOG_TAIL,
-            is_final=run.status in FINAL_STATUSES,
         ),
     )
 
@@ -487,6 +468,5 @@ def gantt(runs: list[Run], tasks: list[Task], start, end) -> dict[str, Any]:
         "ticks": ticks,
         "start": iso(start),
         "end": iso(end),
-        "active_statuses": sorted(ACTIVE_STATUSES),
         "grid_bottom": height - 6,
     }

@@ -59,7 +59,7 @@ def test_start_watch_pause_resume_abort(live, page):
 
     # Pause: the status changes, every process of the run stops, lines stop.
     page.get_by_role("button", name="Pause").click()
-    expect(_status(page)).to_have_text("paused", timeout=5000)
+    expect(_status(page)).to_have_text("paused", timeout=10_000)
     wait_for(
         lambda: (
             (procs := run_processes(run_id))
@@ -76,7 +76,15 @@ def test_start_watch_pause_resume_abort(live, page):
 
     # Resume: running again, lines continue.
     page.get_by_role("button", name="Resume").click()
-    expect(_status(page)).to_have_text("running", timeout=5000)
+    try:
+        expect(_status(page)).to_have_text("running", timeout=10_000)
+    except AssertionError as error:
+        run = Run.objects.get(pk=run_id)
+        actions = list(run.actions.values_list("action", "applied_at", "outcome"))
+        messages = page.locator("ul.messagelist").all_text_contents()
+        raise AssertionError(
+            f"db status {run.status}; actions {actions}; messages {messages}"
+        ) from error
     page.wait_for_function(NEW_LINE_JS, arg=[paused_at], timeout=5000)
     assert all(p.status() != psutil.STATUS_STOPPED for p in run_processes(run_id))
 
