@@ -139,7 +139,6 @@ async def _run_stream(request: HttpRequest, run_id: int) -> HttpResponse:
         if explicit and cursor >= state["last_seq"]:
             return HttpResponse(status=204)  # the end was seen: stop reconnecting
         final_at = (state["last_seq"], state["status"], state["exit_code"])
-    await sync_to_async(connections.close_all)()
     return _stream_response(_run_events(hub, run_id, cursor, state["last_seq"], final_at))
 
 
