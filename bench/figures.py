@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 import httpx
 import psutil
@@ -22,7 +23,7 @@ from bench.stats import summary
 from bench.system import child, rss
 
 FINAL = {"succeeded", "failed", "aborted", "timed_out", "lost"}
-STAMP_RE = re.compile(rb'"line": "stamp (\d+) ([0-9.]+)"')
+STAMP_RE = re.compile(rb'"line": "stamp (\d+) ([0-9.]+)", "ts": "([^"]+)"')
 NUMBER_RE = re.compile(rb'"line": "(\d+)')
 LINE_NO_RE = re.compile(rb'"line": "line (\d+) ')
 
@@ -101,8 +102,23 @@ def _spawn_first_line() -> float:
         proc.wait(timeout=10)
 
 
+TS_RE = re.compile(rb'"ts": "([^"]+)"')
+
+
+def _epoch(text: str | bytes | None) -> float | None:
+    if not text:
+        return None
+    if isinstance(text, bytes):
+        text = text.decode()
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 async def start_latency(system: System, trials: int) -> dict:
     measured, floor = [], []
+    # Where the time goes, from the run's own timestamps (1 ms resolution):
+    # web (POST sent -> run created), claim (-> started_at), child (-> first
+    # line read by the supervisor), delivery (-> at the SSE client).
+    parts: dict[str, list[float]] = {"web": [], "claim": [], "child": [], "delivery": []}
     async with system.http() as http:
         await http.get("/api/tasks/first-line/")  # warm the connection and the server
         for _ in range(trials):
@@ -110,9 +126,12 @@ async def start_latency(system: System, trials: int) -> dict:
             first_line: list[float] = []
 
             def on_events(block: bytes, received: float, first_line=first_line) -> None:
-                if not first_line and b"event: log\n" in block:
-                    first_line.append(time.perf_counter())
+                at = block.find(b"event: log\n")
+                if not first_line and at >= 0:
+                    ts = TS_RE.search(block, at)
+                    first_line += [time.perf_counter(), received, ts.group(1) if ts else None]
 
+            wall0 = time.time()
             t0 = time.perf_counter()
             run = await start_run(http, "first-line")
             client = SSEClient(
@@ -122,7 +141,14 @@ async def start_latency(system: System, trials: int) -> dict:
             if not first_line:
                 raise BenchError(f"run {run['id']}: no line arrived (status {client.status})")
             measured.append(first_line[0] - t0)
-            await wait_final(http, run["id"])
+            final = await wait_final(http, run["id"])
+            created, started = _epoch(final["created_at"]), _epoch(final["started_at"])
+            read = _epoch(first_line[2])
+            if created and started and read:
+                parts["web"].append(created - wall0)
+                parts["claim"].append(started - created)
+                parts["child"].append(read - started)
+                parts["delivery"].append(first_line[1] - read)
     m, f = summary(ms(measured)), summary(ms(floor))
     return {
         "unit": "ms",
@@ -130,6 +156,7 @@ async def start_latency(system: System, trials: int) -> dict:
         "floor": f,
         "ratio": m["median"] / f["median"],
         "overhead_median": m["median"] - f["median"],
+        "parts": {name: summary(ms(values)) for name, values in parts.items()},
         "target": "median <= floor + 15 ms",
         "met": m["median"] <= f["median"] + 15,
     }
@@ -170,12 +197,18 @@ async def log_latency(system: System, ticks: int) -> dict:
     latencies: list[float] = []
     start_at: list[float] = []
 
+    read: list[float] = []  # stamp -> the supervisor read the line (the event's ts, 1 ms)
+    delivered: list[float] = []  # ts -> the SSE client has it (store, wake, fetch, send)
+
     def on_events(block: bytes, received: float) -> None:
-        for index, stamp in STAMP_RE.findall(block):
+        for index, stamp, ts in STAMP_RE.findall(block):
             value = float(stamp)
             stamps[int(index)] = value
             if start_at and value > start_at[0]:
                 latencies.append(received - value)
+                at = datetime.fromisoformat(ts.decode().replace("Z", "+00:00")).timestamp()
+                read.append(at - value)
+                delivered.append(received - at)
 
     polls: list[tuple[float, int]] = []  # (received, newest index the status showed)
 
@@ -236,6 +269,9 @@ async def log_latency(system: System, ticks: int) -> dict:
         "polling": p,
         "polling_vs_sse": (p["median"] / m["median"]) if p and m["median"] else None,
         "pipe_round_trip": summary(ms(round_trips)),
+        # Where the time goes, split at the event's ts (when the supervisor read the line).
+        "child_to_supervisor": summary(ms(read)),
+        "supervisor_to_client": summary(ms(delivered)),
         "target": "median <= 10 ms, p99 <= 25 ms",
         "met": m["median"] <= 10 and m["p99"] <= 25,
     }
@@ -326,7 +362,7 @@ def _state(proc: psutil.Process) -> str:
 def _until(
     procs: list[psutil.Process], state: str, t0: float, timeout: float = 10, firsts=None
 ) -> float:
-    """Poll every process (~0.5 ms) until all are in `state`; seconds since t0.
+    """Poll every process (~1 ms) until all are in `state`; seconds since t0.
 
     `firsts`, if given, gets the seconds until the first process was in `state`.
     """
@@ -340,7 +376,7 @@ def _until(
             return now - t0
         if now > deadline:
             raise BenchError(f"processes not {state} within {timeout} s")
-        time.sleep(0.0005)
+        time.sleep(0.001)
 
 
 def _tree(pid: int, want: int = 3, timeout: float = 10) -> list[psutil.Process]:
@@ -393,12 +429,36 @@ def _floor_control() -> dict[str, float]:
         proc.wait(timeout=10)
 
 
+def _action_times(run_id: int, action: str) -> tuple[float | None, float | None]:
+    """When the web process recorded the request, and when the supervisor marked it applied.
+
+    Read from the database (this process has Django set up on the same one).
+    """
+    from django.db import connection
+
+    from taskrunner.models import RunAction
+
+    try:
+        row = (
+            RunAction.objects.filter(run_id=run_id, action=action)
+            .order_by("-id")
+            .values_list("at", "applied_at")
+            .first()
+        )
+    finally:
+        connection.close()
+    if row is None:
+        return None, None
+    return row[0].timestamp(), row[1].timestamp() if row[1] else None
+
+
 def _system_control(system: System, sync: httpx.Client, run_id: int, pid: int) -> dict:
     procs = _tree(pid)
     out = {}
     for action, state in (("pause", "stopped"), ("resume", "running"), ("abort", "gone")):
         done: list = []
         firsts: list[float] = []
+        wall0 = time.time()
         t0 = time.perf_counter()
 
         def post(action=action, done=done) -> None:
@@ -415,6 +475,7 @@ def _system_control(system: System, sync: httpx.Client, run_id: int, pid: int) -
             raise BenchError(f"{action}: {done[0][0].status_code if done else 'no answer'}")
         out[f"{action}:answered"] = done[0][1] - t0
         out[f"{action}:first"] = firsts[0] if firsts else out[action]
+        out[f"{action}:wall0"] = wall0
         if action != "abort":
             # The run records the new status; wait for it before the next request.
             deadline = time.monotonic() + 10
@@ -422,7 +483,7 @@ def _system_control(system: System, sync: httpx.Client, run_id: int, pid: int) -
             while sync.get(f"/api/runs/{run_id}/").json()["status"] != want:
                 if time.monotonic() > deadline:
                     raise BenchError(f"run {run_id} not {want} after {action}")
-                time.sleep(0.005)
+                time.sleep(0.02)
     return out
 
 
@@ -442,11 +503,18 @@ async def control_latency(system: System, trials: int) -> dict:
                 values = await asyncio.to_thread(
                     _system_control, system, sync, run["id"], run["pid"]
                 )
+                await wait_final(http, run["id"])
+                for action in measured:
+                    wall0 = values.pop(f"{action}:wall0")
+                    requested, applied = await asyncio.to_thread(_action_times, run["id"], action)
+                    if requested is not None:
+                        values[f"{action}:recorded"] = requested - wall0
+                    if applied is not None:
+                        values[f"{action}:applied"] = applied - wall0
                 for action, value in values.items():
                     (measured if action in measured else detail).setdefault(action, []).append(
                         value
                     )
-                await wait_final(http, run["id"])
     result = {"unit": "ms", "target": "p99 <= floor p99 + 10 ms", "actions": {}}
     met = True
     for action in measured:
@@ -461,6 +529,8 @@ async def control_latency(system: System, trials: int) -> dict:
             # in the new state (the group signal), the last one (the walk).
             "answered": summary(ms(detail.get(f"{action}:answered", []))),
             "first_process": summary(ms(detail.get(f"{action}:first", []))),
+            "recorded_by_web": summary(ms(detail.get(f"{action}:recorded", []))),
+            "marked_applied": summary(ms(detail.get(f"{action}:applied", []))),
             "met": ok,
         }
     result["met"] = met

@@ -27,6 +27,18 @@ MEANINGS = [
         "supervisor, database, hub, client) costs on this machine at that moment.",
     ),
     (
+        "where the time goes",
+        "Start latency split with the run's own timestamps (1 ms resolution): web (POST sent "
+        "until the run row is created), claim (until the supervisor's `started_at`), child "
+        "(until the supervisor read its first line: spawn and interpreter start, what the "
+        "floor measures), delivery (until the SSE client has it). "
+        "Log latency split at the event's `ts` (when the supervisor read the line, 1 ms "
+        "resolution): child -> supervisor, then supervisor -> SSE client (batch stored and "
+        "committed, hub woken, fetch, encode, send). Control latency split at the request's "
+        "`RunAction.at` (when the web process recorded it, read back from the database) and "
+        "the first process of the tree seen in the new state (the group signal).",
+    ),
+    (
         "throughput",
         "A child prints N numbered lines as fast as it can (64 KiB writes); lines per second "
         "from the POST until the SSE client has the last one, every line checked present, once, "
@@ -103,6 +115,18 @@ def rows(figures: dict) -> list[tuple[str, str, str, str, str, str]]:
                 f"<= floor + 15 ms: {_mark(f['met'])}",
             )
         )
+        parts = f.get("parts") or {}
+        if all((parts.get(k) or {}).get("median") is not None for k in ("web", "claim")):
+            out.append(
+                (
+                    "  web / claim / child / delivery (ms)",
+                    " / ".join(_f(parts[k]["median"]) for k in parts),
+                    " / ".join(_f(parts[k]["p99"]) for k in parts),
+                    "–",
+                    "–",
+                    "where the time goes",
+                )
+            )
     if not error("log"):
         f = figures["log"]
         m = f["measured"]
@@ -128,6 +152,13 @@ def rows(figures: dict) -> list[tuple[str, str, str, str, str, str]]:
                     "baseline",
                 )
             )
+        for key, title in (
+            ("child_to_supervisor", "  child -> supervisor read (ms)"),
+            ("supervisor_to_client", "  supervisor read -> SSE client (ms)"),
+        ):
+            r = f.get(key)
+            if r and r.get("n"):
+                out.append((title, _f(r["median"]), _f(r["p99"]), "–", "–", "where the time goes"))
         r = f.get("pipe_round_trip")
         if r and r.get("n"):
             out.append(
@@ -167,6 +198,18 @@ def rows(figures: dict) -> list[tuple[str, str, str, str, str, str]]:
                     f"p99 <= floor + 10 ms: {_mark(a['met'])}",
                 )
             )
+            rec, first = a.get("recorded_by_web") or {}, a.get("first_process") or {}
+            if rec.get("median") is not None and first.get("median") is not None:
+                out.append(
+                    (
+                        "  web recorded it / first process (ms)",
+                        f"{_f(rec['median'])} / {_f(first['median'])}",
+                        f"{_f(rec['p99'])} / {_f(first['p99'])}",
+                        "–",
+                        "–",
+                        "where the time goes",
+                    )
+                )
     if not error("fanout"):
         f = figures["fanout"]
         one, many = f["one"], f["many"]
