@@ -8,6 +8,7 @@ methods of `RunQuerySet`.
 import hashlib
 import json
 import secrets
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -103,6 +104,12 @@ class Task(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args, **kwargs) -> None:
+        # Stored declarations are always in their full form, whoever saves
+        # (the admin and the CLI clean first; code may not): `resolve` relies on it.
+        self.params = params_mod.normalize_declaration(self.params or [])
+        super().save(*args, **kwargs)
+
     @property
     def display_title(self) -> str:
         return self.title or self.name
@@ -161,7 +168,7 @@ class WorkerQuerySet(models.QuerySet):
         from taskrunner import conf
 
         now = now or timezone.now()
-        limit = now - timezone.timedelta(seconds=conf.worker_dead_after())
+        limit = now - timedelta(seconds=conf.worker_dead_after())
         return self.filter(stopped_at__isnull=True, heartbeat_at__lt=limit)
 
 
@@ -543,6 +550,9 @@ class RunAction(models.Model):
         self.save(update_fields=["applied_at", "outcome"])
 
 
+TOKEN_USE_RESOLUTION = timedelta(minutes=1)
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -580,7 +590,11 @@ class ApiToken(models.Model):
         )
         if token is None or not token.user.is_active:
             return None
-        cls.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+        now = timezone.now()
+        # At most one write a minute: a write per request would take SQLite's
+        # write lock and wake every event hub for nothing.
+        if token.last_used_at is None or now - token.last_used_at > TOKEN_USE_RESOLUTION:
+            cls.objects.filter(pk=token.pk).update(last_used_at=now)
         return token.user
 
 

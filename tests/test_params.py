@@ -42,3 +42,17 @@ def test_substitute_whole_elements_only():
     argv = ["echo", "{region}", "x{region}", "{dry}", "{unknown}"]
     values = {"region": "eu; rm -rf /", "dry": False}
     assert substitute(argv, values) == ["echo", "eu; rm -rf /", "x{region}", "false", "{unknown}"]
+
+
+@pytest.mark.django_db
+def test_a_task_saved_without_clean_stores_its_full_declaration():
+    from taskrunner.models import Task
+
+    task = Task.objects.create(name="raw", argv=["true"], params=[{"name": "n", "type": "int"}])
+    task.refresh_from_db()
+    assert task.params == [
+        {"name": "n", "type": "int", "default": None, "required": True, "choices": None}
+    ]
+    with pytest.raises(ParamError):
+        task.resolve_params({})
+    assert task.resolve_params({"n": "4"}) == {"n": 4}
