@@ -196,3 +196,11 @@ def test_login_page_is_the_admin_one(personas):
     )
     assert response.status_code == 302
     assert response["Location"] == "/"
+
+
+def test_the_admin_wears_the_site_branding(personas):
+    response = client_for(personas["alice"]).get(reverse("admin:index"))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Back office" in html
+    assert 'href="/timeline/"' in html

@@ -174,3 +174,10 @@ setInterval(() => {
         if (row.dataset.status === "running") tickRow(row);
     }
 }, 1000);
+
+// A parameter form closes when another opens or on a click elsewhere.
+document.addEventListener("click", (event) => {
+    for (const details of root.querySelectorAll("details.tr-start-details[open]")) {
+        if (!details.contains(event.target)) details.open = false;
+    }
+});
