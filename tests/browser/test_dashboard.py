@@ -104,8 +104,13 @@ def test_staff_without_permission_sees_no_buttons_and_the_feed_reconnects(
     row = page.locator(f'tr.tr-run[data-run-id="{run.pk}"]')
     expect(row.locator("[data-field=status]")).to_have_text("running", timeout=15_000)
     expect(row.get_by_role("button", name="Pause")).to_have_count(0)
+    # The run page too: the log, and neither controls nor the input box.
+    row.locator("[data-field=link]").click()
+    expect(page.locator(".tr-line--stdout").first).to_be_visible()
+    expect(page.get_by_role("button", name="Pause")).to_have_count(0)
+    expect(page.locator("[data-input-form]")).to_have_count(0)
     run.request("abort")
-    expect(row).to_have_count(0, timeout=15_000)
+    expect(page.locator(".tr-run-state [data-field=status]")).to_have_text("aborted")
 
 
 def test_anonymous_and_non_staff_go_to_the_login(personas, server, page):
