@@ -122,6 +122,12 @@ function updateTaskRow(name, finished) {
             formatSeconds(elapsed(finished.started_at, finished.finished_at)),
         );
         field(last, "never").hidden = true;
+        const result = field(last, "last-result");
+        const hasResult = finished.result !== null && finished.result !== undefined;
+        result.hidden = !hasResult;
+        let text = hasResult ? JSON.stringify(finished.result) : "";
+        if (text.length > 70) text = `${text.slice(0, 69)}…`;
+        setText(result, text);
     }
 }
 
