@@ -12,6 +12,9 @@ class StaticStorage(CompressedManifestStaticFilesStorage):
     manifest"; WhiteNoise serves the plain names from the finders meanwhile.
     """
 
+    # dashboard.<hash>.js must import common.<hash>.js, not ./common.js.
+    support_js_module_import_aggregation = True
+
     def url(self, name, force=False):
         if not self.hashed_files:
             return FileSystemStorage.url(self, name)

@@ -1,5 +1,6 @@
 """Helpers of the browser tests: logging in, test tasks, screenshots, processes."""
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -52,12 +53,17 @@ def define_crawler():
 
 
 def save_screenshot(page, name: str) -> Path:
-    """Save to test-artifacts/screenshots/ and copy to docs/screenshots/."""
+    """Save to test-artifacts/screenshots/ (and to docs/screenshots/ with UPDATE_SCREENSHOTS=1).
+
+    The committed copies change only when asked, so a test run leaves the
+    work tree clean.
+    """
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
-    shutil.copyfile(path, DOCS_SCREENSHOTS / path.name)
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS_SCREENSHOTS / path.name)
     return path
 
 
