@@ -427,6 +427,11 @@ def append_events(run_id: int, events: list[tuple]) -> tuple[int, int]:
     return (first, last)
 
 
+# COPY text format: a backslash, tab, newline or carriage return in a value is escaped.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_NULL = "\\N"
+
+
 def _insert_events(run_id: int, first: int, events: list[tuple], now) -> None:
     """Insert events without the ORM's per-row work: this is the log's hot path.
 
@@ -438,20 +443,24 @@ def _insert_events(run_id: int, first: int, events: list[tuple], now) -> None:
     dumps = json.dumps
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
+            # COPY's text format built here in one string: psycopg's write_row
+            # adapts each of the 7 values of each row one by one, which was
+            # most of the supervisor's time at 1,000,000 lines (py-spy).
+            stamps: dict[int, str] = {}
+            rows = []
+            for seq, event in enumerate(events, first):
+                data = event[3]
+                ts = event[4] if len(event) > 4 else now
+                stamp = stamps.get(id(ts))
+                if stamp is None:
+                    stamp = stamps[id(ts)] = ts.isoformat()
+                payload = _COPY_NULL if data is None else dumps(data).translate(_COPY_ESCAPES)
+                rows.append(
+                    f"{run_id}\t{seq}\t{event[0]}\t{event[1]}\t"
+                    f"{event[2].translate(_COPY_ESCAPES)}\t{payload}\t{stamp}\n"
+                )
             with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                for seq, event in enumerate(events, first):
-                    data = event[3]
-                    copy.write_row(
-                        (
-                            run_id,
-                            seq,
-                            event[0],
-                            event[1],
-                            event[2],
-                            None if data is None else dumps(data),
-                            event[4] if len(event) > 4 else now,
-                        )
-                    )
+                copy.write("".join(rows))
             return
         # Lines read together share one timestamp object: adapt each once.
         adapt = connection.ops.adapt_datetimefield_value
