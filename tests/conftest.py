@@ -128,9 +128,7 @@ def personas(transactional_db):
 
     alice = User.objects.create_superuser("alice", "alice@example.com", PASSWORD)
     bob = User.objects.create_user("bob", "bob@example.com", PASSWORD, is_staff=True)
-    bob.user_permissions.add(
-        *Permission.objects.filter(codename__in=["start_run", "control_run"])
-    )
+    bob.user_permissions.add(*Permission.objects.filter(codename__in=["start_run", "control_run"]))
     carol = User.objects.create_user("carol", "carol@example.com", PASSWORD, is_staff=True)
     dave = User.objects.create_user("dave", "dave@example.com", PASSWORD)
     return {"alice": alice, "bob": bob, "carol": carol, "dave": dave}
