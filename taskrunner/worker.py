@@ -61,6 +61,10 @@ logger = logging.getLogger(__name__)
 # then blocks in write() until the database catches up. Memory stays flat.
 HIGH_WATER = 20_000
 LOW_WATER = 5_000
+# The same in characters of log text, so that long lines (up to 64 KiB each)
+# cannot make 20,000 buffered events weigh a gigabyte.
+HIGH_WATER_CHARS = 8 * 1024 * 1024
+LOW_WATER_CHARS = 2 * 1024 * 1024
 SAMPLE_SECONDS = 2.0
 BATCH_LIMIT = 10_000  # events of one run per transaction
 STORE_ATTEMPTS = 3
@@ -93,6 +97,7 @@ class RunHandle:
     timeout_timer: asyncio.TimerHandle | None = None
     kill_timer: asyncio.TimerHandle | None = None
     backpressured: bool = False
+    buffered_chars: int = 0  # log text in `events`
 
     @property
     def run_id(self) -> int:
@@ -100,6 +105,7 @@ class RunHandle:
 
     def take(self) -> tuple[list[tuple], dict | None, tuple[bool, Any]]:
         events, self.events = self.events, []
+        self.buffered_chars = 0
         progress, self.progress = self.progress, None
         result = (self.has_result, self.result)
         self.has_result, self.result = False, None
@@ -387,7 +393,9 @@ class Supervisor:
 
     def _on_lines(self, handle: RunHandle, stream: str, lines: list[Line]) -> None:
         now = timezone.now()
+        chars = 0
         for line in lines:
+            chars += len(line.text)
             event = parse_protocol(line.text) if stream == "stdout" and not line.continued else None
             if event is None:
                 data = {"continued": True} if line.continued else None
@@ -399,7 +407,9 @@ class Supervisor:
                 handle.result, handle.has_result = event.data, True
             else:
                 handle.events.append((EventKind.MESSAGE, "", "", event.data, now))
-        if len(handle.events) > HIGH_WATER and not handle.backpressured:
+        handle.buffered_chars += chars
+        too_much = len(handle.events) > HIGH_WATER or handle.buffered_chars > HIGH_WATER_CHARS
+        if too_much and not handle.backpressured:
             handle.backpressured = True
             handle.proc.pause_reading()
         self.dirty.set()
@@ -433,7 +443,8 @@ class Supervisor:
             else:
                 self._store_failures = 0
         for handle in list(self.handles.values()):
-            if handle.backpressured and len(handle.events) < LOW_WATER:
+            low = len(handle.events) < LOW_WATER and handle.buffered_chars < LOW_WATER_CHARS
+            if handle.backpressured and low:
                 handle.backpressured = False
                 handle.proc.resume_reading()
             if handle.events:
@@ -454,6 +465,7 @@ class Supervisor:
             if handle is None:
                 continue
             handle.events[:0] = events
+            handle.buffered_chars += sum(len(event[2]) for event in events)
             if handle.progress is None:
                 handle.progress = progress
             if has_result and not handle.has_result:
