@@ -660,6 +660,13 @@ async def fan_out(system: System, clients: int, lines: int) -> dict:
 async def memory(system: System, count: int, width: int) -> dict:
     """A child prints count x width bytes; supervisor and web RSS before, peak and after."""
     pids = {"worker": system.worker_pid, "web": system.server_pid}
+    async with system.http() as http:
+        # Warm up both processes (imports, connections, the hub) before "before".
+        run = await start_run(http, "numbered", {"count": "1000", "width": str(width)})
+        warm = SSEClient(system.port, f"/api/runs/{run['id']}/events/", system.token, NumberCheck())
+        await warm.run(asyncio.get_running_loop().time() + 60)
+        await wait_final(http, run["id"])
+    await asyncio.sleep(1)
     before = {name: rss(pid) for name, pid in pids.items()}
     peak = dict(before)
     check = NumberCheck()
