@@ -322,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             quick=opts.quick,
             db_counter=database.counter(),
             session_cookie=session,
+            profile_dir=opts.profile,
         )
         profile_dir = Path(opts.profile) if opts.profile else None
         results = asyncio.run(measure(system, only, opts.quick, opts.budget, profile_dir))

@@ -40,6 +40,7 @@ class System:
     quick: bool
     db_counter: object  # () -> int: statements/transactions seen by the database, or None
     session_cookie: str = ""
+    profile_dir: str = ""  # where to write profiles (the page's JavaScript), if anywhere
 
     @property
     def base(self) -> str:
@@ -728,6 +729,33 @@ new PerformanceObserver((list) => {
 """
 
 
+def _write_js_profile(profile: dict, system: System) -> None:
+    """Self time per JavaScript function of the page during the flood (CDP Profiler)."""
+    import json
+    from collections import Counter
+    from pathlib import Path
+
+    deltas = profile.get("timeDeltas") or []
+    by_node = Counter()
+    for node_id, delta in zip(profile.get("samples") or [], deltas, strict=False):
+        by_node[node_id] += delta
+    names = {}
+    for node in profile["nodes"]:
+        frame = node["callFrame"]
+        where = frame.get("url", "").rsplit("/", 1)[-1]
+        names[node["id"]] = (
+            f"{frame.get('functionName') or '(anonymous)'} {where}:{frame.get('lineNumber', 0) + 1}"
+        )
+    total = sum(by_node.values()) or 1
+    own = Counter()
+    for node_id, micros in by_node.items():
+        own[names.get(node_id, "?")] += micros
+    top = [(name, round(100 * micros / total, 1)) for name, micros in own.most_common(30)]
+    path = Path(system.profile_dir) / f"{system.vendor}-dashboard-page.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"self_percent": top}, indent=1))
+
+
 async def dashboard(system: System, rate: int, seconds: float) -> dict:
     from playwright.async_api import async_playwright
 
@@ -762,10 +790,19 @@ async def dashboard(system: System, rate: int, seconds: float) -> dict:
             await page.wait_for_timeout(300)
             load_tasks = await page.evaluate("window.__longTasks.splice(0)")
             observer_ok = any(d >= 100 for _, d in load_tasks)
+            cdp = None
+            if system.profile_dir:
+                cdp = await context.new_cdp_session(page)
+                await cdp.send("Profiler.enable")
+                await cdp.send("Profiler.setSamplingInterval", {"interval": 500})
+                await cdp.send("Profiler.start")
             t0 = await page.evaluate("performance.now()")
             await http.post(f"/api/runs/{run['id']}/input/", json={"data": "go"})
             await wait_final(http, run["id"], timeout=seconds + 60)
             await page.wait_for_timeout(1000)
+            if cdp is not None:
+                profile = (await cdp.send("Profiler.stop"))["profile"]
+                _write_js_profile(profile, system)
             tasks = await page.evaluate("window.__longTasks")
             t1 = await page.evaluate("performance.now()")
             shown = await page.evaluate(
