@@ -35,7 +35,14 @@ def main() -> int:
     )
     parser.add_argument("--profile", default="", help="directory for py-spy stacks per figure")
     parser.add_argument("--no-write", action="store_true", help="print only; keep RESULTS.md")
+    parser.add_argument(
+        "--rewrite",
+        action="store_true",
+        help="only rebuild RESULTS.md (and print the tables) from bench/results/*.json",
+    )
     opts = parser.parse_args()
+    if opts.rewrite:
+        return rewrite()
     mode = "quick" if opts.quick else "full"
     backends = ["sqlite", "postgres"] if opts.backend == "both" else [opts.backend]
     RESULTS.mkdir(exist_ok=True)
@@ -93,6 +100,24 @@ def main() -> int:
         (HERE / "RESULTS.md").write_text(report.markdown(reports, command))
         print(f"wrote {HERE / 'RESULTS.md'} and {RESULTS}/<backend>.json")
     return 0 if len(reports) == len(backends) else 1
+
+
+def rewrite() -> int:
+    reports = {
+        backend: json.loads((RESULTS / f"{backend}.json").read_text())
+        for backend in ("sqlite", "postgres")
+        if (RESULTS / f"{backend}.json").exists()
+    }
+    if not reports:
+        print("no results in bench/results/", file=sys.stderr)
+        return 1
+    for backend, data in reports.items():
+        print(f"\n{backend} ({data['machine']['database']}), {data['mode']}:")
+        print(report.text_table(data["figures"]))
+    mode = next(iter(reports.values()))["mode"]
+    command = "make bench-quick" if mode == "quick" else "make bench"
+    (HERE / "RESULTS.md").write_text(report.markdown(reports, command))
+    return 0
 
 
 if __name__ == "__main__":

@@ -334,7 +334,9 @@ def markdown(reports: dict[str, dict], command: str) -> str:
     parts += [
         "",
         "Medians and p99 are nearest-rank over the trials (for latencies, over every line or "
-        "action measured). Raw numbers: `bench/results/<backend>.json`.",
+        "action measured). Raw numbers: `bench/results/<backend>.json`. Where a target is "
+        "missed, by how much, where the time goes (profiles) and what would close it: "
+        "`bench/PROFILES.md`.",
         "",
     ]
     return "\n".join(parts)
