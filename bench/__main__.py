@@ -2,7 +2,9 @@
 
 Runs each backend's benchmark in a process of its own (`bench.backend`), each
 with a fresh database, then prints the table and writes
-bench/results/<backend>.json and bench/RESULTS.md.
+bench/results/<backend>.json and bench/RESULTS.md (quick mode:
+bench/results/<backend>-quick.json and bench/RESULTS-quick.md, so that a quick
+check never replaces the full results the README shows).
 """
 
 import argparse
@@ -44,6 +46,7 @@ def main() -> int:
     if opts.rewrite:
         return rewrite()
     mode = "quick" if opts.quick else "full"
+    suffix = "-quick" if opts.quick else ""
     backends = ["sqlite", "postgres"] if opts.backend == "both" else [opts.backend]
     RESULTS.mkdir(exist_ok=True)
     reports = {}
@@ -90,15 +93,15 @@ def main() -> int:
         if opts.no_write:
             out.unlink()
         else:
-            out.replace(RESULTS / f"{backend}.json")
+            out.replace(RESULTS / f"{backend}{suffix}.json")
     for backend, data in reports.items():
         print(f"\n{backend} ({data['machine']['database']}), {mode}, {data['seconds']:.0f} s:")
         print(report.text_table(data["figures"]))
     print(f"\ntotal {time.monotonic() - started:.0f} s")
     if reports and not opts.no_write and not opts.only and len(reports) == 2:
         command = "make bench-quick" if opts.quick else "make bench"
-        (HERE / "RESULTS.md").write_text(report.markdown(reports, command))
-        print(f"wrote {HERE / 'RESULTS.md'} and {RESULTS}/<backend>.json")
+        (HERE / f"RESULTS{suffix}.md").write_text(report.markdown(reports, command))
+        print(f"wrote {HERE / f'RESULTS{suffix}.md'} and {RESULTS}/<backend>{suffix}.json")
     return 0 if len(reports) == len(backends) else 1
 
 
