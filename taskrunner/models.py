@@ -14,7 +14,6 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, models, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from taskrunner import params as params_mod
@@ -418,13 +417,28 @@ def append_events(run_id: int, events: list[tuple]) -> tuple[int, int]:
     if not events:
         return (0, 0)
     now = timezone.now()
-    with transaction.atomic():
-        Run.objects.filter(pk=run_id).update(last_seq=F("last_seq") + len(events))
-        last = Run.objects.filter(pk=run_id).values_list("last_seq", flat=True).get()
+    # No savepoint when nested (the worker stores several runs in one
+    # transaction): a failure rolls the whole batch back, which is retried.
+    with transaction.atomic(savepoint=False):
+        last = _bump_last_seq(run_id, len(events))
         first = last - len(events) + 1
         _insert_events(run_id, first, events, now)
         notify("event", run_id)
     return (first, last)
+
+
+def _bump_last_seq(run_id: int, count: int) -> int:
+    """Add `count` to the run's counter and return its new value, in one statement."""
+    table = connection.ops.quote_name(Run._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET last_seq = last_seq + %s WHERE id = %s RETURNING last_seq",  # noqa: S608
+            [count, run_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise Run.DoesNotExist(f"No run {run_id}.")
+    return row[0]
 
 
 # COPY text format: a backslash, tab, newline or carriage return in a value is escaped.
@@ -507,7 +521,16 @@ def notify(kind: str, run_id: int) -> None:
 class RunEvent(models.Model):
     """One thing that happened in a run: a log line, progress, status or message."""
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    # No index of its own (the unique (run, seq) index serves every lookup by
+    # run) and no database-level constraint (the ORM still cascades deletes):
+    # each costs the insert of every log line, and this table takes millions.
+    run = models.ForeignKey(
+        Run,
+        on_delete=models.CASCADE,
+        related_name="events",
+        db_index=False,
+        db_constraint=False,
+    )
     seq = models.PositiveBigIntegerField()
     kind = models.CharField(max_length=8, choices=EventKind.choices)
     stream = models.CharField(max_length=6, blank=True)  # stdout or stderr, for log lines

@@ -13,13 +13,14 @@ lines of the contract; anything else is an ordinary log line.
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 REPLACEMENT = "\ufffd"
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
+class Line(NamedTuple):
+    # A NamedTuple, not a frozen dataclass: one is made per output line, and
+    # a frozen dataclass's __init__ cost more than splitting the line.
     text: str
     continued: bool = False  # the line goes on in the next Line
 
