@@ -385,14 +385,16 @@ def _until(
 
 
 def _tree(pid: int, want: int = 3, timeout: float = 10) -> list[psutil.Process]:
+    """The leader and its descendants, once all exist and one has left the group (setsid)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             leader = psutil.Process(pid)
             procs = [leader, *leader.children(recursive=True)]
-        except psutil.Error:
-            procs = []
-        if len(procs) >= want:
+            escaped = any(os.getpgid(p.pid) != os.getpgid(pid) for p in procs[1:])
+        except (psutil.Error, ProcessLookupError):
+            procs, escaped = [], False
+        if len(procs) >= want and escaped:
             return procs
         time.sleep(0.01)
     raise BenchError(f"the tree of {pid} did not reach {want} processes")
@@ -403,10 +405,12 @@ def _floor_control() -> dict[str, float]:
     proc = subprocess.Popen(
         child("tree"), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True
     )
+    started: list[psutil.Process] = []
     try:
         proc.stdout.readline()
         procs = _tree(proc.pid)
         escapees = [p.pid for p in procs if os.getpgid(p.pid) != proc.pid]
+        started.extend(procs)
 
         def signal_all(sig: int) -> None:
             os.killpg(proc.pid, sig)
@@ -431,6 +435,11 @@ def _floor_control() -> dict[str, float]:
         proc.stdout.close()
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+        for member in started:  # the escapee too, whatever went wrong
+            try:
+                member.kill()
+            except psutil.Error:
+                pass
         proc.wait(timeout=10)
 
 
