@@ -106,11 +106,14 @@ class SupervisedProcess:
             self._start_reading(name)
 
     def _on_readable(self, name: str) -> None:
-        fd = self._fds[name]
+        self._read_once(name)
+
+    def _read_once(self, name: str) -> bool:
+        """Read what a pipe has now and pass its lines on; False if nothing was there."""
         try:
-            data = os.read(fd, READ_SIZE)
+            data = os.read(self._fds[name], READ_SIZE)
         except BlockingIOError:
-            return
+            return False
         except OSError as exc:
             logger.warning("read failed pid=%s stream=%s error=%s", self.pid, name, exc)
             data = b""
@@ -121,6 +124,7 @@ class SupervisedProcess:
             lines = self._splitters[name].flush()
         if lines:
             self.on_lines(name, lines)
+        return bool(data)
 
     def _close_pipe(self, name: str) -> None:
         self._stop_reading(name)
@@ -140,21 +144,8 @@ class SupervisedProcess:
         """Read whatever is already in the pipes, without waiting for more."""
         for name in list(self._fds):
             for _ in range(10_000):
-                if name not in self._fds:
+                if name not in self._fds or not self._read_once(name):
                     break
-                try:
-                    data = os.read(self._fds[name], READ_SIZE)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    data = b""
-                if data:
-                    lines = self._splitters[name].feed(data)
-                else:
-                    self._close_pipe(name)
-                    lines = self._splitters[name].flush()
-                if lines:
-                    self.on_lines(name, lines)
 
     # --- input --------------------------------------------------------------
 
