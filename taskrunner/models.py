@@ -316,8 +316,10 @@ class Run(models.Model):
             if (
                 action == ActionKind.ABORT
                 and self.status == RunStatus.QUEUED
-                and self._finish_if(
-                    RunStatus.QUEUED, RunStatus.ABORTED, error="Aborted before it started."
+                and self.finish(
+                    RunStatus.ABORTED,
+                    error="Aborted before it started.",
+                    only_if=(RunStatus.QUEUED,),
                 )
             ):
                 act.mark_applied()
@@ -325,23 +327,6 @@ class Run(models.Model):
         return act
 
     # --- state changes (the worker) ---------------------------------------
-
-    @transaction.atomic
-    def _finish_if(self, expected: str, status: str, *, exit_code=None, error="") -> bool:
-        """Finalise the run if it is still `expected`; True if this call did it."""
-        now = timezone.now()
-        changed = Run.objects.filter(pk=self.pk, status=expected).update(
-            status=status,
-            exit_code=exit_code,
-            error=error,
-            finished_at=now,
-            updated_at=now,
-            paused_at=None,
-        )
-        if changed:
-            self.refresh_from_db()
-            self.record_status_event()
-        return bool(changed)
 
     @transaction.atomic
     def mark_started(
@@ -380,18 +365,27 @@ class Run(models.Model):
         self.record_status_event()
 
     @transaction.atomic
-    def finish(self, status: str, *, exit_code: int | None = None, error: str = "") -> bool:
+    def finish(
+        self,
+        status: str,
+        *,
+        exit_code: int | None = None,
+        error: str = "",
+        only_if=ACTIVE_STATUSES,
+    ) -> bool:
         """Record the final status, with its event, in one transaction.
 
-        A run already final stays as it was (another worker may have marked it
-        lost meanwhile): the update is conditional. True if this call did it.
+        Only a run whose status is in `only_if` changes: a run already final
+        stays as it was (another worker may have marked it lost meanwhile), and
+        a queued run's abort loses to a worker that claimed it first. True if
+        this call did it.
         """
         assert status in FINAL_STATUSES, status
         now = timezone.now()
         paused_seconds = self.paused_seconds
         if self.paused_at is not None:
             paused_seconds += (now - self.paused_at).total_seconds()
-        changed = Run.objects.filter(pk=self.pk, status__in=ACTIVE_STATUSES).update(
+        changed = Run.objects.filter(pk=self.pk, status__in=only_if).update(
             status=status,
             exit_code=exit_code,
             error=error,

@@ -76,6 +76,34 @@ def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+STOPPED = {psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP}
+
+
+def gone(procs: list[psutil.Process]) -> bool:
+    """No process left: each exited (a zombie awaiting its reaper counts as exited)."""
+    for proc in procs:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
+            pass
+    return True
+
+
+def all_stopped(procs: list[psutil.Process]) -> bool:
+    try:
+        return all(p.status() in STOPPED for p in procs)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def none_stopped(procs: list[psutil.Process]) -> bool:
+    try:
+        return not any(p.status() in STOPPED for p in procs)
+    except psutil.NoSuchProcess:
+        return False
+
+
 def kill_tree(proc: psutil.Process | subprocess.Popen, sig=signal.SIGKILL) -> None:
     """Kill a process and every descendant; used in teardown only."""
     try:

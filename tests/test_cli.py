@@ -14,11 +14,10 @@ import psutil
 import pytest
 
 from taskrunner.models import ApiToken, Run, RunStatus, Task
-from tests.conftest import ROOT, child_script, subprocess_env, wait_for
+from tests.conftest import ROOT, all_stopped, child_script, gone, subprocess_env, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-STOPPED = {psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP}
 EXIT_FAILED, EXIT_ABORTED = 3, 4
 
 
@@ -108,23 +107,6 @@ def one_line_error(result) -> str:
 def run_family(run: Run) -> list[psutil.Process]:
     root = psutil.Process(run.pid)
     return [root, *root.children(recursive=True)]
-
-
-def all_stopped(procs: list[psutil.Process]) -> bool:
-    try:
-        return all(p.status() in STOPPED for p in procs)
-    except psutil.NoSuchProcess:
-        return False
-
-
-def none_alive(procs: list[psutil.Process]) -> bool:
-    for proc in procs:
-        try:
-            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                return False
-        except psutil.NoSuchProcess:
-            pass
-    return True
 
 
 # --- start --follow --------------------------------------------------------
@@ -257,7 +239,7 @@ def test_pause_resume_abort_and_logs_follow(worker, users):
         assert cli("input", run_id, "hello").returncode == 0
         assert cli("abort", run_id, "--user", "alice").returncode == 0
         wait_for(lambda: Run.objects.get(pk=run_id).status == RunStatus.ABORTED)
-        wait_for(lambda: none_alive(family), timeout=10)
+        wait_for(lambda: gone(family), timeout=10)
         out, err = follower.communicate(timeout=30)
     finally:
         if follower.poll() is None:

@@ -12,8 +12,8 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 
 from taskrunner.models import Run, RunEvent, RunStatus, Task
-from tests.conftest import ROOT, subprocess_env, wait_for
-from tests.test_cli import all_stopped, cli, none_alive, run_family
+from tests.conftest import ROOT, all_stopped, gone, subprocess_env, wait_for
+from tests.test_cli import cli, run_family
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -108,6 +108,6 @@ def test_crawler_answers_commands_pauses_its_fetcher_and_aborts_cleanly(worker):
     wait_for(lambda: Run.objects.get(pk=run.pk).status == RunStatus.PAUSED)
     run.request("abort")
     wait_for(lambda: Run.objects.get(pk=run.pk).status == RunStatus.ABORTED, timeout=15)
-    wait_for(lambda: none_alive(family), timeout=10)
+    wait_for(lambda: gone(family), timeout=10)
     assert not [p for p in psutil.process_iter() if p.pid in {m.pid for m in family}
                 and p.status() != psutil.STATUS_ZOMBIE]  # fmt: skip

@@ -15,11 +15,9 @@ import pytest
 
 from taskrunner.models import FINAL_STATUSES, Run, RunStatus, Task
 from taskrunner.process.tree import find_by_key
-from tests.conftest import ROOT, child_script, wait_for
+from tests.conftest import ROOT, all_stopped, child_script, gone, none_stopped, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-STOPPED = {psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP}
 
 
 def define(name: str, argv: list[str], **fields) -> Task:
@@ -67,31 +65,6 @@ def processes(run: Run) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             pass
     return alive
-
-
-def gone(procs: list[psutil.Process]) -> bool:
-    """No process left: each exited (a zombie awaiting its reaper counts as exited)."""
-    for proc in procs:
-        try:
-            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                return False
-        except psutil.NoSuchProcess:
-            pass
-    return True
-
-
-def all_stopped(procs: list[psutil.Process]) -> bool:
-    try:
-        return all(p.status() in STOPPED for p in procs)
-    except psutil.NoSuchProcess:
-        return False
-
-
-def none_stopped(procs: list[psutil.Process]) -> bool:
-    try:
-        return not any(p.status() in STOPPED for p in procs)
-    except psutil.NoSuchProcess:
-        return False
 
 
 def test_success_and_failure_are_recorded_with_exit_codes(worker):
