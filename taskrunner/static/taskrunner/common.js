@@ -97,16 +97,12 @@ export function setText(el, text) {
 }
 
 /**
- * An EventSource that keeps itself connected.
- *
- * The browser retries on its own after a network error, but an HTTP error
- * (or a server that is down at the moment of the retry) closes an
- * EventSource for good. Then we open a new one ourselves, with exponential
- * backoff, from `url()` (so the caller can resume after its last event).
- * `onState` gets "connecting", "live", "reconnecting" or "disconnected"
- * (with the seconds until the next attempt), and finally "ended".
+ * What the two streams below share: start and stop, the state reported to
+ * `onState`, and reconnecting with exponential backoff (1 s doubling to
+ * 30 s) unless `shouldReconnect()` says the stream has nothing more to give.
+ * A subclass implements `connect()` and `close()`, and calls `opened_()`.
  */
-export class LiveStream {
+class ReconnectingStream {
     constructor({ url, handlers, onState, onOpen, shouldReconnect }) {
         this.url = url;
         this.handlers = handlers;
@@ -114,7 +110,6 @@ export class LiveStream {
         this.onOpen = onOpen || (() => {});
         this.shouldReconnect = shouldReconnect || (async () => true);
         this.delay = 1000;
-        this.source = null;
         this.timer = null;
         this.stopped = false;
         this.opened = 0;
@@ -128,39 +123,15 @@ export class LiveStream {
     stop(state = "ended") {
         this.stopped = true;
         clearTimeout(this.timer);
-        if (this.source) this.source.close();
-        this.source = null;
+        this.close();
         this.onState(state);
     }
 
-    connect() {
-        if (this.stopped) return;
-        this.onState(this.opened ? "reconnecting" : "connecting");
-        const source = new EventSource(this.url());
-        this.source = source;
-        for (const [name, handler] of Object.entries(this.handlers)) {
-            source.addEventListener(name, (event) => {
-                if (this.source === source) handler(event);
-            });
-        }
-        source.addEventListener("open", () => {
-            if (this.source !== source) return;
-            this.delay = 1000;
-            this.opened += 1;
-            this.onState("live");
-            this.onOpen(this.opened);
-        });
-        source.addEventListener("error", () => {
-            if (this.source !== source || this.stopped) return;
-            if (source.readyState === EventSource.CONNECTING) {
-                // The browser retries by itself, with Last-Event-ID.
-                this.onState("reconnecting");
-                return;
-            }
-            source.close();
-            this.source = null;
-            this.scheduleRetry();
-        });
+    opened_() {
+        this.delay = 1000;
+        this.opened += 1;
+        this.onState("live");
+        this.onOpen(this.opened);
     }
 
     async scheduleRetry() {
@@ -183,6 +154,54 @@ export class LiveStream {
 }
 
 /**
+ * An EventSource that keeps itself connected.
+ *
+ * The browser retries on its own after a network error, but an HTTP error
+ * (or a server that is down at the moment of the retry) closes an
+ * EventSource for good. Then we open a new one ourselves, with exponential
+ * backoff, from `url()` (so the caller can resume after its last event).
+ * `onState` gets "connecting", "live", "reconnecting" or "disconnected"
+ * (with the seconds until the next attempt), and finally "ended".
+ */
+export class LiveStream extends ReconnectingStream {
+    constructor(options) {
+        super(options);
+        this.source = null;
+    }
+
+    close() {
+        if (this.source) this.source.close();
+        this.source = null;
+    }
+
+    connect() {
+        if (this.stopped) return;
+        this.onState(this.opened ? "reconnecting" : "connecting");
+        const source = new EventSource(this.url());
+        this.source = source;
+        for (const [name, handler] of Object.entries(this.handlers)) {
+            source.addEventListener(name, (event) => {
+                if (this.source === source) handler(event);
+            });
+        }
+        source.addEventListener("open", () => {
+            if (this.source === source) this.opened_();
+        });
+        source.addEventListener("error", () => {
+            if (this.source !== source || this.stopped) return;
+            if (source.readyState === EventSource.CONNECTING) {
+                // The browser retries by itself, with Last-Event-ID.
+                this.onState("reconnecting");
+                return;
+            }
+            source.close();
+            this.source = null;
+            this.scheduleRetry();
+        });
+    }
+}
+
+/**
  * The same as LiveStream, reading the stream with fetch() instead of
  * EventSource, for streams that can carry thousands of events a second.
  *
@@ -192,31 +211,15 @@ export class LiveStream {
  * in one go (a few microseconds per event) and the HTTP status is known:
  * 204 means the run has ended, 401/403 that the session is gone.
  */
-export class FetchEventStream {
-    constructor({ url, handlers, onState, onOpen, shouldReconnect }) {
-        this.url = url;
-        this.handlers = handlers;
-        this.onState = onState || (() => {});
-        this.onOpen = onOpen || (() => {});
-        this.shouldReconnect = shouldReconnect || (async () => true);
-        this.delay = 1000;
+export class FetchEventStream extends ReconnectingStream {
+    constructor(options) {
+        super(options);
         this.controller = null;
-        this.timer = null;
-        this.stopped = false;
-        this.opened = 0;
     }
 
-    start() {
-        this.stopped = false;
-        this.connect();
-    }
-
-    stop(state = "ended") {
-        this.stopped = true;
-        clearTimeout(this.timer);
+    close() {
         if (this.controller) this.controller.abort();
         this.controller = null;
-        this.onState(state);
     }
 
     async connect() {
@@ -241,10 +244,7 @@ export class FetchEventStream {
                 return;
             }
             if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
-            this.delay = 1000;
-            this.opened += 1;
-            this.onState("live");
-            this.onOpen(this.opened);
+            this.opened_();
             await this.read(response.body, controller);
         } catch (error) {
             if (controller.signal.aborted || this.stopped) return;
@@ -293,24 +293,6 @@ export class FetchEventStream {
             }
             buffer = buffer.slice(start);
         }
-    }
-
-    async scheduleRetry() {
-        let again = true;
-        try {
-            again = await this.shouldReconnect();
-        } catch {
-            again = true; // the server is unreachable: keep trying
-        }
-        if (this.stopped) return;
-        if (!again) {
-            this.stop();
-            return;
-        }
-        const wait = this.delay;
-        this.delay = Math.min(this.delay * 2, 30000);
-        this.onState("disconnected", Math.round(wait / 1000));
-        this.timer = setTimeout(() => this.connect(), wait);
     }
 }
 
