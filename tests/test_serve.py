@@ -9,8 +9,7 @@ import psutil
 import pytest
 
 from taskrunner.models import Run, RunStatus, Task, Worker
-from tests.conftest import ROOT, free_port, kill_tree, subprocess_env, wait_for
-from tests.test_cli import none_alive
+from tests.conftest import ROOT, free_port, gone, kill_tree, subprocess_env, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -69,7 +68,7 @@ def test_ctrl_c_stops_web_server_worker_and_runs_with_no_orphan(serve):
     assert len(everything) >= 4  # serve, uvicorn, worker, the run's child
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 0
-    wait_for(lambda: none_alive(everything), timeout=10)
+    wait_for(lambda: gone(everything), timeout=10)
     run.refresh_from_db()
     assert run.status == RunStatus.ABORTED and "worker" in run.error.lower()
     assert not Worker.objects.filter(stopped_at__isnull=True).exists()
@@ -83,4 +82,4 @@ def test_when_the_worker_dies_the_web_server_is_stopped_too(serve):
     worker = next(p for p in everything if "worker" in " ".join(p.cmdline()))
     worker.kill()
     assert proc.wait(timeout=30) == 1
-    wait_for(lambda: none_alive(everything), timeout=10)
+    wait_for(lambda: gone(everything), timeout=10)
