@@ -16,7 +16,7 @@ What the admin lets a user do is narrower than the model permissions alone:
 """
 
 from django.contrib import admin, messages
-from django.contrib.admin.actions import delete_selected
+from django.contrib.admin import actions as admin_actions
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 from django.utils.html import format_html_join
@@ -80,8 +80,9 @@ class RunActionInline(admin.TabularInline):
 
 
 @admin.action(permissions=["delete"], description="Delete the selected finished runs")
-def delete_finished_runs(modeladmin, request, queryset):
-    """Django's delete action, refused as a whole when an active run is selected."""
+def delete_selected(modeladmin, request, queryset):
+    """Django's delete action (same name, so it replaces it), refused as a
+    whole when an active run is selected."""
     active = list(queryset.active().order_by("id").values_list("id", flat=True)[:10])
     if active:
         modeladmin.message_user(
@@ -91,7 +92,7 @@ def delete_finished_runs(modeladmin, request, queryset):
             messages.ERROR,
         )
         return None
-    return delete_selected(modeladmin, request, queryset)
+    return admin_actions.delete_selected(modeladmin, request, queryset)
 
 
 @admin.register(Run)
@@ -111,6 +112,7 @@ class RunAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     inlines = [RunActionInline]
     readonly_fields = [f.name for f in Run._meta.fields]
+    actions = [delete_selected]
 
     def has_add_permission(self, request):
         return False
@@ -122,13 +124,6 @@ class RunAdmin(admin.ModelAdmin):
         if obj is not None and obj.is_active:
             return False
         return super().has_delete_permission(request, obj)
-
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        if "delete_selected" in actions:
-            del actions["delete_selected"]
-            actions["delete_finished_runs"] = self.get_action(delete_finished_runs)
-        return actions
 
     def delete_queryset(self, request, queryset):
         # The action refuses active runs before this; the model refuses them
