@@ -5,6 +5,12 @@ A request with a valid token acts as the token's user and needs no CSRF token
 request to forge). A request with an invalid token is anonymous and marked, so
 the API answers 401 instead of falling back to the session.
 
+Tokens are honoured under `/api/` only. A token made for a script is not a
+login: on the pages and the admin the header is ignored (the request is
+whatever its session makes it, usually anonymous, sent to the login page), so
+a leaked token can never change a task in the admin, and CSRF checks stay on
+for everything a browser form can reach.
+
 The middleware also refuses an API body over 1 MiB with the API's JSON 413
 before anything reads it (the CSRF check parses form bodies first, and would
 answer Django's HTML 400 for a big one).
@@ -30,6 +36,11 @@ def _body_too_large(request):
 
 
 def _bearer(request) -> str | None:
+    """The token a request carries, or None; always None outside the API."""
+    from taskrunner.api.errors import is_api_path
+
+    if not is_api_path(request.path):
+        return None
     header = request.headers.get("Authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer":

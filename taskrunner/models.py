@@ -7,6 +7,7 @@ methods of `RunQuerySet`.
 
 import hashlib
 import json
+import re
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -80,6 +81,17 @@ class ActionNotAllowed(Exception):
     """The run's state does not allow this action (the API's 409)."""
 
 
+class ActiveRunDeletion(ActionNotAllowed):
+    """An active run cannot be deleted: its worker still owns it (abort it first)."""
+
+
+# Variables of the site's own configuration that hold its secrets: a child
+# never inherits them from its worker unless its task names them in `pass_env`
+# (the demo smoke tests need the database, for instance).
+SITE_SECRET_VARIABLES = frozenset({"SECRET_KEY", "SECRET_KEY_FALLBACKS", "DATABASE_URL"})
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 class Task(models.Model):
     name = models.SlugField(max_length=100, unique=True)
     title = models.CharField(max_length=200, blank=True)
@@ -88,6 +100,13 @@ class Task(models.Model):
     cwd = models.CharField("working directory", max_length=1000, blank=True)
     env = models.JSONField("extra environment", default=dict, blank=True)
     params = models.JSONField("declared parameters", default=list, blank=True)
+    pass_env = models.JSONField(
+        "secrets passed to the child",
+        default=list,
+        blank=True,
+        help_text="Names of the site's secret variables (e.g. DATABASE_URL, SECRET_KEY) the "
+        "child inherits from its worker; by default it gets none of them.",
+    )
     timeout = models.FloatField(
         null=True, blank=True, help_text="Seconds of running (not paused) time; empty for none."
     )
@@ -125,6 +144,10 @@ class Task(models.Model):
             isinstance(k, str) and isinstance(v, str) for k, v in self.env.items()
         ):
             errors["env"] = "The environment must map names to strings."
+        if not isinstance(self.pass_env, list) or not all(
+            isinstance(n, str) and ENV_NAME_RE.match(n) for n in self.pass_env
+        ):
+            errors["pass_env"] = "A list of environment variable names."  # noqa: S105
         try:
             self.params = params_mod.normalize_declaration(self.params)
         except params_mod.ParamError as exc:
@@ -137,6 +160,16 @@ class Task(models.Model):
             errors["max_concurrent"] = "At least one run must be allowed."
         if errors:
             raise ValidationError(errors)
+
+    def child_environment(self, inherited: dict[str, str]) -> dict[str, str]:
+        """The worker's environment minus the site's secrets (unless passed), plus the task's."""
+        passed = set(self.pass_env or [])
+        kept = {
+            name: value
+            for name, value in inherited.items()
+            if name not in SITE_SECRET_VARIABLES or name in passed
+        }
+        return {**kept, **self.env}
 
     def resolve_params(self, given: Any) -> dict[str, Any]:
         """The run's parameters from given values; ParamError names each bad one."""
@@ -194,6 +227,24 @@ class Worker(models.Model):
 
 
 class RunQuerySet(models.QuerySet):
+    def delete(self):
+        """Delete finished runs; refuse if any selected run is still active.
+
+        A worker owns an active run's process and writes its events: deleting
+        the row under it would leave the process running with nothing to abort
+        it through. Abort first, delete once it is final.
+        """
+        active = list(self.active().order_by("id").values_list("id", flat=True)[:10])
+        if active:
+            raise ActiveRunDeletion(
+                f"Active runs cannot be deleted (run {', '.join(map(str, active))}); "
+                "abort them first."
+            )
+        return super().delete()
+
+    delete.alters_data = True
+    delete.queryset_only = True
+
     def active(self):
         return self.filter(status__in=ACTIVE_STATUSES)
 
@@ -268,6 +319,13 @@ class Run(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+    def delete(self, *args, **kwargs):
+        """Delete a finished run; an active one is refused (see RunQuerySet.delete)."""
+        # The status in the database, not this instance's possibly stale copy.
+        if Run.objects.filter(pk=self.pk).active().exists():
+            raise ActiveRunDeletion(f"Run {self.pk} is active; abort it before deleting it.")
+        return super().delete(*args, **kwargs)
 
     @property
     def is_active(self) -> bool:

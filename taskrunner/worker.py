@@ -346,9 +346,10 @@ class Supervisor:
         task = run.task
         key = uuid.uuid4().hex
         argv = substitute(task.argv, run.params)
+        # The site's secrets (SECRET_KEY, DATABASE_URL) stay with the worker
+        # unless the task names them in `pass_env`.
         env = {
-            **os.environ,
-            **task.env,
+            **task.child_environment(dict(os.environ)),
             "TASKRUNNER_RUN_ID": str(run.pk),
             "TASKRUNNER_PARAMS": json.dumps(run.params),
             "TASKRUNNER_PROCESS_KEY": key,

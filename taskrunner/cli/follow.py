@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
+from taskrunner.cli.text import terminal_safe
 from taskrunner.models import FINAL_STATUSES, EventKind, Run, RunEvent
 from taskrunner.wakeup import DatabaseWaker
 
@@ -26,19 +27,36 @@ INTERRUPT_CHECK = 0.1  # how soon Ctrl-C is noticed while waiting
 
 
 class LogPrinter:
-    """Writes log events to stdout or stderr; a `continued` piece gets no newline."""
+    """Writes log events to stdout or stderr; a `continued` piece gets no newline.
 
-    def __init__(self, stdout: TextIO, stderr: TextIO):
+    On a terminal, control characters of the child's output (escape sequences)
+    are printed visibly escaped unless `raw`: a child must not drive the
+    terminal of whoever reads its log. Into a pipe or a file they go as stored.
+    """
+
+    def __init__(self, stdout: TextIO, stderr: TextIO, *, raw: bool = False):
         self.streams = {"stdout": stdout, "stderr": stderr}
+        self.escape = {
+            name: not raw and is_terminal(stream) for name, stream in self.streams.items()
+        }
 
     def write(self, event: RunEvent) -> None:
-        out = self.streams.get(event.stream, self.streams["stdout"])
+        name = event.stream if event.stream in self.streams else "stdout"
+        out = self.streams[name]
+        line = terminal_safe(event.text) if self.escape[name] else event.text
         continued = bool(event.data and event.data.get("continued"))
-        out.write(event.text if continued else event.text + "\n")
+        out.write(line if continued else line + "\n")
 
     def flush(self) -> None:
         for out in self.streams.values():
             out.flush()
+
+
+def is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def events_after(run_id: int, last: int, *, upto: int | None = None) -> Iterator[RunEvent]:

@@ -68,6 +68,25 @@ def apply_choices(declared: list[dict[str, Any]], items: list[str] | None) -> No
         by_name[name]["choices"] = choices
 
 
+def _declared(declared: list[dict[str, Any]], name: str, option: str) -> dict[str, Any]:
+    for spec in declared:
+        if spec["name"] == name:
+            return spec
+    raise CommandError(f"{option} {name}: no --param {name} is declared.")
+
+
+def apply_allow_dash(declared: list[dict[str, Any]], names: list[str]) -> None:
+    """`--allow-dash NAME`: values of str parameter NAME may begin with `-`."""
+    for name in names:
+        _declared(declared, name.strip(), "--allow-dash")["allow_dash"] = True
+
+
+def apply_patterns(declared: list[dict[str, Any]], items: list[str]) -> None:
+    """`--pattern NAME=REGEX`: values of str parameter NAME must match REGEX whole."""
+    for name, pattern in pairs_to_dict(items, "--pattern").items():
+        _declared(declared, name, "--pattern")["pattern"] = pattern or None
+
+
 def optional_seconds(text: str) -> float | None:
     """A duration in seconds; `none` (or empty) clears it."""
     if text.strip().lower() in {"", "none", "off"}:
@@ -166,9 +185,33 @@ def _add_define(verbs) -> None:
     sub.add_argument("--env", action="append", metavar="K=V")
     sub.add_argument("--param", action="append", metavar="NAME[:TYPE][=DEFAULT]")
     sub.add_argument("--choices", action="append", metavar="NAME=A,B,...")
+    sub.add_argument(
+        "--allow-dash",
+        action="append",
+        metavar="NAME",
+        help="values of str parameter NAME may begin with '-' (refused by default)",
+    )
+    sub.add_argument(
+        "--pattern",
+        action="append",
+        metavar="NAME=REGEX",
+        help="values of str parameter NAME must match REGEX as a whole",
+    )
+    sub.add_argument(
+        "--pass-env",
+        action="append",
+        metavar="NAME",
+        help="a secret of the site the child inherits (DATABASE_URL, SECRET_KEY); "
+        "repeat for each; an empty NAME clears the list",
+    )
     enabled = sub.add_mutually_exclusive_group()
     enabled.add_argument("--enable", dest="enabled", action="store_const", const=True)
     enabled.add_argument("--disable", dest="enabled", action="store_const", const=False)
+    sub.add_argument(
+        "--user",
+        metavar="USERNAME",
+        help="act as this staff user: only a superuser may change what a task executes",
+    )
     # The command itself comes after `--` (see the management command).
 
 
@@ -207,6 +250,11 @@ def _add_logs(verbs) -> None:
     sub.add_argument("run", type=run_id, metavar="RUN")
     sub.add_argument("--follow", action="store_true", help="until the run ends")
     sub.add_argument("--tail", type=positive_int, metavar="N", help="only the last N lines")
+    sub.add_argument(
+        "--raw",
+        action="store_true",
+        help="print control characters as they are, even on a terminal (escaped by default)",
+    )
 
 
 def _add_token(verbs) -> None:

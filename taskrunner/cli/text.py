@@ -8,6 +8,18 @@ from django.utils import timezone
 
 from taskrunner.models import Run, Task
 
+# Control characters a child may print (ESC starts terminal escape sequences
+# that can retitle the window, move the cursor, rewrite what was printed or,
+# on some terminals, answer with text typed back), shown as `\xNN` instead.
+# Tab and newline stay as they are.
+_CONTROLS = [*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0)]
+TERMINAL_ESCAPES = {code: f"\\x{code:02x}" for code in _CONTROLS}
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with every control character but tab and newline made visible."""
+    return text.translate(TERMINAL_ESCAPES)
+
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Left-aligned columns two spaces apart; the last column is not padded."""

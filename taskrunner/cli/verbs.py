@@ -23,16 +23,23 @@ from taskrunner.serializers import run_json
 
 @dataclass
 class Console:
+    """Where a verb writes; on a terminal, text a child made (progress
+    messages, errors) cannot carry escape sequences to it (see text.terminal_safe)."""
+
     out: TextIO
     err: TextIO
 
     def say(self, line: Any = "") -> None:
-        self.out.write(f"{line}\n")
+        self.out.write(_for(self.out, f"{line}\n"))
         self.out.flush()
 
     def note(self, line: str) -> None:
-        self.err.write(f"{line}\n")
+        self.err.write(_for(self.err, f"{line}\n"))
         self.err.flush()
+
+
+def _for(stream: TextIO, line: str) -> str:
+    return text.terminal_safe(line) if follow.is_terminal(stream) else line
 
 
 # --- look-ups that fail with one clear sentence ----------------------------
@@ -53,6 +60,12 @@ def get_run(run_id: int) -> Run:
 
 
 def get_user(username: str | None):
+    """The staff user `--user` names (None when not given); anyone else is refused.
+
+    The command line runs as the shell user, who owns the database anyway;
+    `--user` says on whose behalf, and only a staff user can act in the back
+    office, so only a staff user can be named.
+    """
     if username is None:
         return None
     user = get_user_model().objects.filter(username=username).first()
@@ -60,6 +73,8 @@ def get_user(username: str | None):
         raise CommandError(f"No user named '{username}'.")
     if not user.is_active:
         raise CommandError(f"User '{username}' is inactive.")
+    if not user.is_staff:
+        raise CommandError(f"User '{username}' is not staff; only staff users act here.")
     return user
 
 
@@ -88,9 +103,37 @@ def worker(opts: Namespace, console: Console) -> int:
     )
 
 
+# What decides what a child executes: with `define --user`, only a superuser
+# may set them (the admin's rule, taskrunner.admin).
+EXECUTION_OPTIONS = ("argv", "cwd", "env", "pass_env", "param", "choices", "allow_dash", "pattern")
+
+
+def _check_define_user(opts: Namespace, creating: bool) -> None:
+    """`define --user NAME` acts as that user: the admin's rules apply to it.
+
+    Without `--user` the shell user is trusted as the operator it is (it can
+    read the database and the code); with it, a non-superuser may change only
+    what does not decide what runs, and needs `change_task` for that.
+    """
+    user = get_user(opts.user)
+    if user is None or user.is_superuser:
+        return
+    changed = [o for o in EXECUTION_OPTIONS if getattr(opts, o)]
+    if creating or changed:
+        what = "create tasks" if creating else "change what a task executes"
+        options = ", ".join("--" + o.replace("_", "-") for o in changed if o != "argv")
+        detail = f" ({options})" if options and not creating else ""
+        raise CommandError(
+            f"User '{user.get_username()}' is not a superuser: cannot {what}{detail}."
+        )
+    if not user.has_perm("taskrunner.change_task"):
+        raise CommandError(f"User '{user.get_username()}' may not change tasks.")
+
+
 def define(opts: Namespace, console: Console) -> int:
     task = Task.objects.filter(name=opts.name).first()
     creating = task is None
+    _check_define_user(opts, creating)
     if creating:
         if not opts.argv:
             raise CommandError(
@@ -123,10 +166,16 @@ def _apply_definition(task: Task, opts: Namespace) -> None:
         task.cwd = os.path.abspath(opts.cwd) if opts.cwd else ""
     if opts.env is not None:
         task.env = parsing.pairs_to_dict(opts.env, "--env")
+    if opts.pass_env is not None:
+        task.pass_env = [name for name in opts.pass_env if name]
     if opts.param is not None:
         task.params = [parsing.param_spec(p) for p in opts.param]
     if opts.choices:
         parsing.apply_choices(task.params, opts.choices)
+    if opts.allow_dash:
+        parsing.apply_allow_dash(task.params, opts.allow_dash)
+    if opts.pattern:
+        parsing.apply_patterns(task.params, opts.pattern)
 
 
 def tasks(opts: Namespace, console: Console) -> int:
@@ -164,8 +213,11 @@ def start(opts: Namespace, console: Console) -> int:
         return _follow(run, console, interrupts)
 
 
-def _follow(run: Run, console: Console, interrupts, tail: int | None = None) -> int:
-    ended = follow.follow(run, follow.LogPrinter(console.out, console.err), interrupts, tail)
+def _follow(
+    run: Run, console: Console, interrupts, tail: int | None = None, raw: bool = False
+) -> int:
+    printer = follow.LogPrinter(console.out, console.err, raw=raw)
+    ended = follow.follow(run, printer, interrupts, tail)
     if ended is None:
         console.note(f"Stopped following run {run.pk}; the run goes on.")
         return exitcodes.INTERRUPTED
@@ -225,8 +277,8 @@ def logs(opts: Namespace, console: Console) -> int:
     run = get_run(opts.run)
     if opts.follow:
         with follow.recording_interrupts() as interrupts:
-            return _follow(run, console, interrupts, opts.tail)
-    follow.print_log(run, follow.LogPrinter(console.out, console.err), opts.tail)
+            return _follow(run, console, interrupts, opts.tail, opts.raw)
+    follow.print_log(run, follow.LogPrinter(console.out, console.err, raw=opts.raw), opts.tail)
     return exitcodes.OK
 
 

@@ -25,6 +25,7 @@ def demo_tasks() -> list[dict]:
     return [
         {
             "name": "xml-export",
+            "pass_env": [],
             "title": "XML catalogue export",
             "description": (
                 "Writes the product catalogue as one XML file under var/exports/, "
@@ -57,6 +58,9 @@ def demo_tasks() -> list[dict]:
                 "One line per check; fails if any check fails."
             ),
             "argv": [python, str(JOBS / "smoke_tests.py")],
+            # It checks this very site, so it needs the site's database and
+            # key, which children otherwise never inherit.
+            "pass_env": ["DATABASE_URL", "SECRET_KEY"],
             "params": [],
             "timeout": 300.0,
             "grace": 5.0,
@@ -64,6 +68,7 @@ def demo_tasks() -> list[dict]:
         },
         {
             "name": "crawler",
+            "pass_env": [],
             "title": "Site crawler (runs until aborted)",
             "description": (
                 "Crawls a generated site forever, one line per page, through a fetcher "
