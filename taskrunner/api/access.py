@@ -150,41 +150,54 @@ def read_json(request: HttpRequest) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
+        body = json.loads(raw, parse_constant=_non_finite, parse_float=_float_or_non_finite)
     except (ValueError, RecursionError) as exc:  # ValueError includes invalid UTF-8
         raise invalid(f"The body is not valid JSON: {exc}.") from exc
     if not isinstance(body, dict):
         raise invalid("The body must be a JSON object.")
-    bad = _unstorable_string(body)
-    if bad is not None:
-        raise invalid(f"{bad} holds a NUL or an unpaired surrogate, which cannot be stored.")
+    found = _unstorable(body, ())
+    if found is not None:
+        path, problem = found
+        where = ".".join(path) or "the body"
+        # A bad parameter is named as the contract names it: `params.NAME`.
+        fields = {where: problem} if len(path) == 2 and path[0] == "params" else None
+        raise invalid(f"{where} {problem}.", fields)
     return body
 
 
-def _no_constant(name: str) -> None:
-    # NaN and Infinity are not JSON, and PostgreSQL's jsonb refuses them.
-    raise ValueError(f"{name} is not a JSON number")
+class _NonFinite(str):
+    """A number the JSON text holds but no database can store (NaN, Infinity, 1e999)."""
 
 
-def _finite_float(text: str) -> float:
+def _non_finite(name: str) -> _NonFinite:
+    return _NonFinite(name)
+
+
+def _float_or_non_finite(text: str) -> float | _NonFinite:
     value = float(text)
-    if math.isinf(value):
-        raise ValueError(f"{text} is out of range")
-    return value
+    return _NonFinite(text) if math.isinf(value) else value
 
 
-def _unstorable_string(value: Any, where: str = "the body") -> str | None:
-    """The place of a string neither database can store (NUL, lone surrogate), if any."""
+def _unstorable(value: Any, path: tuple[str, ...]) -> tuple[tuple[str, ...], str] | None:
+    """Where the body holds what neither database can store, and what it is, if anywhere.
+
+    Non-finite numbers (PostgreSQL's jsonb refuses them, and JSON has no word
+    for them) and strings with a NUL or an unpaired surrogate.
+    """
+    if isinstance(value, _NonFinite):
+        return path, f"is {value}, which is not a finite number"
     if isinstance(value, str):
-        return where if _UNSTORABLE.search(value) else None
+        if _UNSTORABLE.search(value):
+            return path, "holds a NUL or an unpaired surrogate, which cannot be stored"
+        return None
     if isinstance(value, dict):
         for key, item in value.items():
-            found = _unstorable_string(key, where) or _unstorable_string(item, f"{where}.{key}")
+            found = _unstorable(key, path) or _unstorable(item, (*path, str(key)))
             if found:
                 return found
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            found = _unstorable_string(item, f"{where}[{index}]")
+            found = _unstorable(item, (*path, str(index)))
             if found:
                 return found
     return None

@@ -159,6 +159,7 @@ def test_non_finite_floats_are_refused_by_name(personas, starter):
         response = starter.post("/api/tasks/crawl/runs/", body, content_type="application/json")
         assert response.status_code == 400, body
         assert response.json()["error"]["code"] == "invalid"
+        assert set(response.json()["error"]["fields"]) == {"params.rate"}, body
 
     for value in ("nan", "1e999"):
         result = cli("start", "crawl", "--param", f"rate={value}")
