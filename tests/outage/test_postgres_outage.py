@@ -74,6 +74,13 @@ def test_every_line_is_stored_once_across_a_restart_and_a_stop(site, tmp_path):
     assert "worker is dead" not in logs
 
 
+def _next_id(lines) -> int | None:
+    for line in lines:
+        if line.startswith("id:"):
+            return int(line.split(":", 1)[1])
+    return None
+
+
 def _login(base: str) -> httpx.Client:
     client = httpx.Client(base_url=base, timeout=30)
     client.get("/admin/login/")
@@ -112,7 +119,19 @@ def test_requests_answer_503_while_the_database_is_stopped(site, tmp_path):
     )
     try:
         assert api.get(f"/api/runs/{run_id}/").status_code == 200
-        site.cluster.stop()
+        with api.stream("GET", f"/api/runs/{run_id}/events/") as stream:
+            assert stream.status_code == 200
+            lines = stream.iter_lines()
+            last_id = wait_for(lambda: _next_id(lines), timeout=30)
+            site.cluster.stop()
+            # The stream ends with its `error` event (Last-Event-ID resumes it).
+            for line in lines:
+                if line.startswith("id:"):
+                    last_id = int(line.split(":", 1)[1])
+                if line == "event: error":
+                    break
+            else:
+                raise AssertionError("the stream ended without an error event")
 
         response = api.get(f"/api/runs/{run_id}/")
         assert response.status_code == 503, response.text[:500]
@@ -137,6 +156,16 @@ def test_requests_answer_503_while_the_database_is_stopped(site, tmp_path):
         assert api.post(f"/api/runs/{run_id}/resume/").status_code == 202
         wait_for(lambda: site.run_row(run_id)["status"] == "running", timeout=30)
         assert browser.get(f"/runs/{run_id}/").status_code == 200
+        resumed = f"/api/runs/{run_id}/events/"
+        with api.stream("GET", resumed, headers={"Last-Event-ID": str(last_id)}) as stream:
+            assert stream.status_code == 200
+            ids = []
+            for line in stream.iter_lines():
+                if line.startswith("id:"):
+                    ids.append(int(line.split(":", 1)[1]))
+                    if len(ids) == 3:
+                        break
+        assert ids == [last_id + 1, last_id + 2, last_id + 3], "a gap after Last-Event-ID"
         assert "Traceback" not in server.log()
     finally:
         api.close()
