@@ -265,8 +265,11 @@ class Supervisor:
         while True:
             try:
                 await step()
-            except Exception:
-                logger.exception("worker loop failed loop=%s; retrying", name)
+            except Exception as exc:
+                if is_database_unavailable(exc):
+                    logger.warning("database unavailable loop=%s; retrying error=%s", name, exc)
+                else:
+                    logger.exception("worker loop failed loop=%s; retrying", name)
                 await asyncio.sleep(1.0)
 
     async def orm_until_done(self, fn, *args, **kwargs):
