@@ -265,6 +265,9 @@ class Supervisor:
         while True:
             try:
                 await step()
+            except GaveUp:
+                logger.warning("stopping without a database loop=%s", name)
+                return
             except Exception as exc:
                 if is_database_unavailable(exc):
                     logger.warning("database unavailable loop=%s; retrying error=%s", name, exc)
@@ -520,6 +523,18 @@ class Supervisor:
             logger.error("events not stored before stopping runs=%s", left)
             self.exit_status = 1
 
+    def _put_back(self, batch: dict[int, tuple]) -> None:
+        for run_id, (events, progress, (has_result, result)) in batch.items():
+            handle = self.handles.get(run_id)
+            if handle is None:
+                continue
+            handle.events[:0] = events
+            handle.buffered_chars += sum(len(event[2]) for event in events)
+            if handle.progress is None:
+                handle.progress = progress
+            if has_result and not handle.has_result:
+                handle.result, handle.has_result = result, True
+
     def _live(self) -> list[RunHandle]:
         return [handle for handle in self.handles.values() if not handle.gone]
 
@@ -536,6 +551,9 @@ class Supervisor:
             self._storing = True
             try:
                 await self._store_until_done(batch)
+            except GaveUp:
+                self._put_back(batch)  # counted in what could not be stored
+                raise
             finally:
                 self._storing = False
         for handle in list(self.handles.values()):
