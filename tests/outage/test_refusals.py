@@ -158,3 +158,34 @@ def test_sigterm_stops_a_worker_whose_sqlite_database_stays_locked(start_worker)
     assert "events not stored before stopping" in worker.log() or "without recording" in (
         worker.log()
     )
+
+
+def test_requests_answer_503_while_sqlite_stays_locked(start_server, personas):
+    import httpx
+
+    from taskrunner.models import ApiToken
+
+    path = _sqlite_path()
+    _token, secret = ApiToken.create_for(personas["alice"])
+    run = define("queued-one", numbered(1, 0)).start()  # no worker: it stays queued
+    server = start_server(env={"SQLITE_BUSY_TIMEOUT": "0.2"})
+    client = httpx.Client(
+        base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {secret}"}
+    )
+    # Used once first: its last_used_at is written now, not by the next request.
+    assert client.get(f"/api/runs/{run.pk}/").status_code == 200
+    lock = SqliteLock(path)
+    try:
+        assert client.get(f"/api/runs/{run.pk}/").status_code == 200  # WAL: reads go on
+        # Aborting a queued run writes: it waits 0.2 s for the lock, then 503.
+        response = client.post(f"/api/runs/{run.pk}/abort/")
+        assert response.status_code == 503, response.text[:500]
+        assert response.json()["error"]["code"] == "unavailable"
+    finally:
+        lock.release()
+        client.close()
+    with httpx.Client(
+        base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {secret}"}
+    ) as client:
+        assert client.post(f"/api/runs/{run.pk}/abort/").status_code == 202
+    assert fresh(run).status == RunStatus.ABORTED
