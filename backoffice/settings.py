@@ -103,6 +103,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Outside everything that may query: a database that is away is a 503.
+    "taskrunner.unavailable.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -147,7 +149,8 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # at once with "database is locked" when a read turns into a write.
     _db["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
-        "timeout": 20,
+        # Seconds a write waits for another's lock before "database is locked".
+        "timeout": env.float("SQLITE_BUSY_TIMEOUT", default=20.0),
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         **_db.get("OPTIONS", {}),
     }
@@ -166,7 +169,9 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
         "pool": {
             "min_size": 1,
             "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
-            "timeout": 30,
+            # Seconds a request waits for a connection (the database being
+            # away included) before its 503.
+            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
         },
         **_db.get("OPTIONS", {}),
     }

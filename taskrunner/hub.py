@@ -44,6 +44,7 @@ from django.utils import timezone
 
 from taskrunner import sse
 from taskrunner.models import ACTIVE_STATUSES, FINAL_STATUSES, Run, RunEvent
+from taskrunner.unavailable import is_database_unavailable
 from taskrunner.wakeup import ANYTHING, DatabaseWaker
 
 logger = logging.getLogger(__name__)
@@ -277,6 +278,9 @@ class Hub:
         self._waker: DatabaseWaker | None = None
         self._more = False  # the last fetch hit its limit: fetch again at once
         self._reading = False  # the reader runs: the hub thread keeps its connection
+        # Set while the reader cannot reach the database: streams then send
+        # their `error` event and close (clients resume with Last-Event-ID).
+        self.unavailable = asyncio.Event()
         self.stats: dict[str, int] = {
             "queries": 0,
             "wakes": 0,
@@ -377,6 +381,7 @@ class Hub:
     def _ensure_reader(self) -> None:
         if self._reader is None or self._reader.done():
             self.stats["reader_starts"] += 1
+            self.unavailable.clear()
             self._reader = self.loop.create_task(self._read_loop(), name="taskrunner-hub")
 
     async def _read_loop(self) -> None:
@@ -390,8 +395,13 @@ class Hub:
             while self.subscriber_count:
                 try:
                     await self._fetch(changed)
-                except Exception:  # noqa: BLE001 - the DB may come back; keep serving
-                    logger.exception("hub fetch failed; retrying")
+                    self.unavailable.clear()
+                except Exception as exc:  # noqa: BLE001 - the DB may come back; keep serving
+                    if is_database_unavailable(exc):
+                        self.unavailable.set()
+                        logger.warning("hub fetch failed: database unavailable error=%s", exc)
+                    else:
+                        logger.exception("hub fetch failed; retrying")
                     await asyncio.sleep(0.5)
                     changed = {ANYTHING}
                     continue

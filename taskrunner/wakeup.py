@@ -112,8 +112,8 @@ class DatabaseWaker:
         if self._pg is None:
             try:
                 self._pg = await self._connect_postgres()
-            except psycopg.Error:
-                logger.warning("cannot LISTEN on PostgreSQL; retrying", exc_info=True)
+            except psycopg.Error as exc:
+                logger.warning("cannot LISTEN on PostgreSQL; retrying error=%s", exc)
                 await asyncio.sleep(min(timeout, 1.0))
                 return {ANYTHING}
             return {ANYTHING}  # anything sent before LISTEN was missed: re-query
@@ -124,8 +124,10 @@ class DatabaseWaker:
             # Take whatever else has already arrived, without waiting again.
             async for note in self._pg.notifies(timeout=0.0005):
                 seen.add(note.payload)
-        except psycopg.Error:
-            logger.warning("LISTEN connection lost; reconnecting", exc_info=True)
+        except psycopg.Error as exc:
+            # The server restarted or went away: reconnect (and LISTEN again)
+            # on the next wait; readers re-query, since notifications were lost.
+            logger.warning("LISTEN connection lost; reconnecting error=%s", exc)
             await self.close()
             return {ANYTHING}
         return seen

@@ -16,6 +16,24 @@ of each run's tree).
 Signals only record: the first SIGTERM/SIGINT stops claiming and aborts the
 children (SIGTERM, SIGKILL after each task's grace) and records their runs as
 `aborted` with the reason; a second one kills them at once.
+
+When the database is away (PostgreSQL restarting, SQLite locked past its
+busy timeout, a full disk) nothing is dropped: the writer keeps the batch it
+holds, closes the connection, waits (exponential backoff, at most
+`RETRY_MAX_SECONDS`) and stores the same batch again, for as long as it
+takes; the children keep running and, once their buffers reach the water
+marks, are slowed by their full pipes. Which errors are "away" and which are
+a refusal is `taskrunner.unavailable.is_database_unavailable`. A refusal of
+one run's data (a permanent error) never blocks the others: the batch is
+stored run by run, the refused run's batch is replaced by a notice in its own
+log, and a run whose row disappeared (deleted while running) has its process
+ended and its output discarded.
+
+Stopping never waits on the database for ever: after SIGTERM the worker ends
+its children as usual, then tries to store what is left until the longest
+grace of its runs plus `STOP_STORE_SECONDS` have passed; what it could not
+store by then is logged, the worker exits with status 1, and the runs stay
+`running` until another worker reconciles them as `lost`.
 """
 
 import asyncio
@@ -33,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from taskrunner import conf
@@ -53,6 +71,7 @@ from taskrunner.params import substitute
 from taskrunner.process.lines import Line, parse_protocol
 from taskrunner.process.supervised import SupervisedProcess, describe_exit
 from taskrunner.process.tree import ProcessTree, process_identity
+from taskrunner.unavailable import is_database_unavailable
 from taskrunner.wakeup import DatabaseWaker
 
 logger = logging.getLogger(__name__)
@@ -67,7 +86,15 @@ HIGH_WATER_CHARS = 8 * 1024 * 1024
 LOW_WATER_CHARS = 2 * 1024 * 1024
 SAMPLE_SECONDS = 2.0
 BATCH_LIMIT = 10_000  # events of one run per transaction
-STORE_ATTEMPTS = 3
+# Retrying a database that is away: the first wait, doubled up to the cap.
+RETRY_FIRST_SECONDS = 0.1
+RETRY_MAX_SECONDS = 2.0
+# After a stop signal: how long past the longest grace to keep trying to store.
+STOP_STORE_SECONDS = 5.0
+
+
+class GaveUp(Exception):
+    """The worker is stopping and its deadline for storing has passed."""
 
 
 def boot_id() -> str:
@@ -98,6 +125,9 @@ class RunHandle:
     kill_timer: asyncio.TimerHandle | None = None
     backpressured: bool = False
     buffered_chars: int = 0  # log text in `events`
+    exited: bool = False  # the process ended and every line was read
+    gone: bool = False  # the run's row was deleted: nothing more is stored
+    stored: asyncio.Event = field(default_factory=asyncio.Event)  # all stored, after exit
 
     @property
     def run_id(self) -> int:
@@ -134,7 +164,14 @@ class Supervisor:
         self.forced = False
         self.stop_signal = ""
         self._idle_seen = False
-        self._store_failures = 0
+        self.stop_deadline: float | None = None  # monotonic; set by a stop signal
+        # Wall-clock time since which this worker has reached the database
+        # without interruption (see `_worker_is_dead`).
+        self.db_contact_since = timezone.now()
+        self._db_away = False
+        self.abandoned_db_thread = False
+        self._storing = False  # the writer holds a batch not yet committed
+        self.exit_status = 0
 
     # --- entry points -------------------------------------------------------
 
@@ -158,8 +195,8 @@ class Supervisor:
                 self.concurrency,
             )
             await self.orm(self._reconcile_dead_workers)
+            self.writer = asyncio.create_task(self._forever("writer", self._write_step))
             side = [
-                asyncio.create_task(self._forever("writer", self._write_step)),
                 asyncio.create_task(self._forever("watcher", self._watch_step)),
                 asyncio.create_task(self._forever("heartbeat", self._heartbeat_step)),
                 asyncio.create_task(self._forever("sampler", self._sample_step)),
@@ -171,15 +208,28 @@ class Supervisor:
                 for task in side:
                     task.cancel()
                 await asyncio.gather(*side, return_exceptions=True)
-                await self._flush_all()
-                await self.orm(self._unregister)
-                logger.info("worker stopped worker_id=%s", self.worker.pk)
+                await self._stop_writer()
+                try:
+                    await self.orm_until_done(self._unregister)
+                    logger.info("worker stopped worker_id=%s", self.worker.pk)
+                except GaveUp:
+                    logger.error("worker stopped unrecorded worker_id=%s", self.worker.pk)
+                    self.exit_status = 1
+        except GaveUp:
+            logger.error("worker stopping without a database")
+            self.exit_status = 1
         finally:
             await self.waker.close()
-            await self.loop.run_in_executor(self.db, lambda: connection.close())
-            self.db.shutdown(wait=True)
+            if self.exit_status:
+                # The database thread may be stuck in a call that waits on the
+                # database (a busy timeout, a connect): never wait for it.
+                self.abandoned_db_thread = True
+                self.db.shutdown(wait=False, cancel_futures=True)
+            else:
+                await self.loop.run_in_executor(self.db, lambda: connection.close())
+                self.db.shutdown(wait=True)
             self.procs.shutdown(wait=True)
-        return 0
+        return self.exit_status
 
     # --- signals ------------------------------------------------------------
 
@@ -189,11 +239,20 @@ class Supervisor:
 
     def _handle_stop_signal(self, sig: int) -> None:
         # Only record; the loops act on it.
+        now = time.monotonic()
         if self.stopping:
             self.forced = True
+            self.stop_deadline = now  # a second signal: store nothing more, go
+        else:
+            grace = max((handle.grace for handle in self.handles.values()), default=0.0)
+            self.stop_deadline = now + grace + STOP_STORE_SECONDS
         self.stopping = True
         self.stop_signal = signal.Signals(sig).name
         self.wake.set()
+        self.dirty.set()
+
+    def _past_stop_deadline(self) -> bool:
+        return self.stop_deadline is not None and time.monotonic() >= self.stop_deadline
 
     # --- database thread ----------------------------------------------------
 
@@ -206,40 +265,68 @@ class Supervisor:
         while True:
             try:
                 await step()
-            except Exception:
-                logger.exception("worker loop failed loop=%s; retrying", name)
+            except GaveUp:
+                logger.warning("stopping without a database loop=%s", name)
+                return
+            except Exception as exc:
+                if is_database_unavailable(exc):
+                    logger.warning("database unavailable loop=%s; retrying error=%s", name, exc)
+                else:
+                    logger.exception("worker loop failed loop=%s; retrying", name)
                 await asyncio.sleep(1.0)
 
     async def orm_until_done(self, fn, *args, **kwargs):
-        """`orm()`, retried while the database refuses: what it records must be recorded."""
-        delay = 0.5
+        """`orm()`, retried while the database is away: what it records must be recorded.
+
+        A refusal (any other error) is raised at once: retrying it would
+        never end. Raises `GaveUp` once the worker is stopping and past its
+        deadline.
+        """
+        delay = RETRY_FIRST_SECONDS
         while True:
             try:
                 return await self.orm(fn, *args, **kwargs)
-            except DatabaseError:
-                logger.exception("database write failed; retrying in %s s", delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            except Exception as exc:
+                if not is_database_unavailable(exc):
+                    raise
+                delay = await self._wait_for_database(exc, delay)
+
+    async def _wait_for_database(self, exc: BaseException, delay: float) -> float:
+        """Back off after a transient error; the next delay. `GaveUp` past the stop deadline."""
+        if self._past_stop_deadline():
+            raise GaveUp(str(exc)) from exc
+        logger.warning("database unavailable; retrying in %s s error=%s", delay, exc)
+        if self.stop_deadline is not None:
+            delay = max(0.0, min(delay, self.stop_deadline - time.monotonic()))
+        await asyncio.sleep(delay)
+        return min(delay * 2, RETRY_MAX_SECONDS)
 
     async def orm(self, fn, *args, **kwargs):
         """Run `fn(*args, **kwargs)` on the database thread, in submission order."""
         return await self.loop.run_in_executor(self.db, self._call_orm, fn, args, kwargs)
 
-    @staticmethod
-    def _call_orm(fn, args, kwargs):
+    def _call_orm(self, fn, args, kwargs):
         # The thread keeps its connection (reconnecting before every call cost
-        # more than the log batch itself); a broken one is dropped after an
-        # error, and a failing call is retried once on a fresh connection.
+        # more than the log batch itself); after a transient error it is
+        # closed, so the next call starts on a fresh one.
         if connection.errors_occurred:
             close_old_connections()
         try:
-            return fn(*args, **kwargs)
-        except DatabaseError:
-            if connection.in_atomic_block:
-                raise
-            # One retry on a fresh connection; a second failure is real.
-            connection.close()
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            if is_database_unavailable(exc):
+                self._db_away = True
+                if not connection.in_atomic_block:
+                    try:
+                        connection.close()
+                    except Exception:  # noqa: BLE001 - closing a broken connection
+                        logger.debug("closing the connection failed", exc_info=True)
+            raise
+        if self._db_away:
+            self._db_away = False
+            self.db_contact_since = timezone.now()
+            logger.info("database reachable again")
+        return result
 
     def _register(self) -> Worker:
         me = psutil.Process()
@@ -284,8 +371,11 @@ class Supervisor:
             return 0
         try:
             runs = await self.orm(self._claim, free)
-        except DatabaseError:
-            logger.exception("claiming runs failed; retrying")
+        except Exception as exc:  # noqa: BLE001 - the next attempt may succeed
+            if is_database_unavailable(exc):
+                logger.warning("claiming runs failed; retrying error=%s", exc)
+            else:
+                logger.exception("claiming runs failed; retrying")
             await asyncio.sleep(1.0)
             return 0
         if not runs:
@@ -371,20 +461,17 @@ class Supervisor:
             )
         except (OSError, ValueError) as exc:
             logger.warning("run could not start run_id=%s error=%s", run.pk, exc)
-            await self.orm_until_done(run.finish, RunStatus.FAILED, error=f"Could not start: {exc}")
+            try:
+                await self.orm_until_done(
+                    run.finish, RunStatus.FAILED, error=f"Could not start: {exc}"
+                )
+            except Exception:  # noqa: BLE001 - a deleted run, or stopping without a database
+                logger.exception("recording a failed start failed run_id=%s", run.pk)
             return
         handle = RunHandle(run=run, proc=proc, grace=task.grace, timeout=task.timeout)
         handle_ref["handle"] = handle
         self.handles[run.pk] = handle
         logger.info("run started run_id=%s task=%s pid=%s", run.pk, task.name, proc.pid)
-        await self.orm_until_done(
-            run.mark_started,
-            hostname=self.hostname,
-            pid=proc.pid,
-            pgid=proc.pgid,
-            create_time=proc.create_time or 0.0,
-            process_key=key,
-        )
         self._arm_timeout(handle)
         supervision = asyncio.create_task(self._supervise(handle), name=f"run-{run.pk}")
         self.supervisions.add(supervision)
@@ -393,6 +480,8 @@ class Supervisor:
     # --- output -------------------------------------------------------------
 
     def _on_lines(self, handle: RunHandle, stream: str, lines: list[Line]) -> None:
+        if handle.gone:
+            return  # its row is deleted: read (so the child is not blocked), never stored
         now = timezone.now()
         chars = 0
         for line in lines:
@@ -420,45 +509,20 @@ class Supervisor:
         self.dirty.clear()
         await self._flush_all()
 
-    async def _flush_all(self) -> None:
-        batch = {}
-        for run_id, handle in list(self.handles.items()):
-            events, progress, result = handle.take()
-            if events or progress is not None or result[0]:
-                batch[run_id] = (events, progress, result)
-        if batch:
-            try:
-                await self.orm(self._store_batch, batch)
-            except DatabaseError as exc:
-                self._store_failures += 1
-                if self._store_failures < STORE_ATTEMPTS:
-                    # Nothing is lost: the events go back in front and are retried.
-                    logger.exception("storing events failed; retrying runs=%s", list(batch))
-                    self._put_back(batch)
-                    await asyncio.sleep(0.5)
-                else:
-                    # A batch the database refuses every time must not stall
-                    # every run: say in each log what was dropped, and go on.
-                    logger.exception("dropping events the database refuses runs=%s", list(batch))
-                    self._put_back(self._dropped_notice(batch, exc))
-            else:
-                self._store_failures = 0
-        for handle in list(self.handles.values()):
-            low = len(handle.events) < LOW_WATER and handle.buffered_chars < LOW_WATER_CHARS
-            if handle.backpressured and low:
-                handle.backpressured = False
-                handle.proc.resume_reading()
-            if handle.events:
-                self.dirty.set()
-
-    @staticmethod
-    def _dropped_notice(batch: dict[int, tuple], exc: Exception) -> dict[int, tuple]:
-        now = timezone.now()
-        notice = {}
-        for run_id, (events, _progress, _result) in batch.items():
-            text = f"[taskrunner] {len(events)} event(s) could not be stored: {exc}"[:2000]
-            notice[run_id] = ([(EventKind.LOG, "stderr", text, None, now)], None, (False, None))
-        return notice
+    async def _stop_writer(self) -> None:
+        """Let the writer store what is left (until the stop deadline), then end it."""
+        self.dirty.set()
+        while not self._past_stop_deadline():
+            buffered = any(h.events or h.progress is not None for h in self._live())
+            if not buffered and not self._storing:
+                break
+            await asyncio.sleep(0.05)
+        self.writer.cancel()
+        await asyncio.gather(self.writer, return_exceptions=True)
+        left = {h.run_id: len(h.events) for h in self.handles.values() if h.events and not h.gone}
+        if left:
+            logger.error("events not stored before stopping runs=%s", left)
+            self.exit_status = 1
 
     def _put_back(self, batch: dict[int, tuple]) -> None:
         for run_id, (events, progress, (has_result, result)) in batch.items():
@@ -471,7 +535,100 @@ class Supervisor:
                 handle.progress = progress
             if has_result and not handle.has_result:
                 handle.result, handle.has_result = result, True
-        self.dirty.set()
+
+    def _live(self) -> list[RunHandle]:
+        return [handle for handle in self.handles.values() if not handle.gone]
+
+    async def _flush_all(self) -> None:
+        """Store everything buffered: the same batch is retried until the database takes it."""
+        batch = {}
+        for run_id, handle in list(self.handles.items()):
+            if handle.gone:
+                continue
+            events, progress, result = handle.take()
+            if events or progress is not None or result[0]:
+                batch[run_id] = (events, progress, result)
+        if batch:
+            self._storing = True
+            try:
+                await self._store_until_done(batch)
+            except GaveUp:
+                self._put_back(batch)  # counted in what could not be stored
+                raise
+            finally:
+                self._storing = False
+        for handle in list(self.handles.values()):
+            low = len(handle.events) < LOW_WATER and handle.buffered_chars < LOW_WATER_CHARS
+            if handle.backpressured and low:
+                handle.backpressured = False
+                handle.proc.resume_reading()
+            if handle.events and not handle.gone:
+                self.dirty.set()
+            elif handle.exited and handle.progress is None and not handle.has_result:
+                handle.stored.set()  # its supervision may record the final status now
+
+    async def _store_until_done(self, batch: dict[int, tuple]) -> None:
+        """Store `batch` in one transaction, retrying while the database is away.
+
+        A refusal falls back to storing run by run, so one run's bad data
+        cannot take the other runs' events down.
+        """
+        delay = RETRY_FIRST_SECONDS
+        while True:
+            try:
+                await self.orm(self._store_batch, batch)
+                return
+            except Exception as exc:
+                if is_database_unavailable(exc):
+                    # Nothing is lost: the same batch, in the same order, next time.
+                    delay = await self._wait_for_database(exc, delay)
+                    continue
+                if len(batch) == 1:
+                    await self._store_refused(batch, exc)
+                    return
+                logger.warning("storing a batch refused; storing run by run error=%s", exc)
+                for run_id, item in batch.items():
+                    await self._store_until_done({run_id: item})
+                return
+
+    async def _store_refused(self, batch: dict[int, tuple], exc: Exception) -> None:
+        """One run's batch the database refuses: say so in its log, or let go of a deleted run."""
+        ((run_id, (events, _progress, _result)),) = batch.items()
+        if not await self.orm_until_done(self._run_exists, run_id):
+            self._run_disappeared(run_id)
+            return
+        logger.error(
+            "dropping events the database refuses run_id=%s events=%s error=%s",
+            run_id,
+            len(events),
+            exc,
+        )
+        text = f"[taskrunner] {len(events)} event(s) could not be stored and were dropped: {exc}"
+        notice = [(EventKind.LOG, "stderr", text[:2000], None, timezone.now())]
+        try:
+            await self.orm_until_done(self._store_batch, {run_id: (notice, None, (False, None))})
+        except GaveUp:
+            raise
+        except Exception:  # noqa: BLE001 - even the notice is refused: the log says it all
+            logger.exception("the notice of dropped events was refused too run_id=%s", run_id)
+
+    @staticmethod
+    def _run_exists(run_id: int) -> bool:
+        return Run.objects.filter(pk=run_id).exists()
+
+    def _run_disappeared(self, run_id: int) -> None:
+        """The run's row was deleted under us: end its process, store nothing more for it."""
+        handle = self.handles.get(run_id)
+        if handle is None or handle.gone:
+            return
+        logger.warning("run deleted while running; ending it run_id=%s", run_id)
+        handle.gone = True
+        handle.take()
+        if handle.backpressured:
+            handle.backpressured = False
+            handle.proc.resume_reading()
+        self._end(handle, "gone", "The run was deleted while it ran.")
+        handle.stored.set()
 
     @staticmethod
     def _store_batch(batch: dict[int, tuple]) -> None:
@@ -492,20 +649,54 @@ class Supervisor:
 
     async def _supervise(self, handle: RunHandle) -> None:
         try:
-            returncode = await handle.proc.finish()
+            await self._record_started(handle)
+            try:
+                returncode = await handle.proc.finish()
+            finally:
+                for timer in (handle.timeout_timer, handle.kill_timer):
+                    if timer is not None:
+                        timer.cancel()
+            # Every line is read; the writer stores them (it alone writes
+            # events, so they keep their order) before the final status.
+            handle.exited = True
+            self.dirty.set()
+            await handle.stored.wait()
+            if handle.gone:
+                logger.info("deleted run ended run_id=%s returncode=%s", handle.run_id, returncode)
+                return
+            status, error = self._outcome(handle, returncode)
+            try:
+                await self.orm_until_done(self._finish_run, handle.run, status, returncode, error)
+            except GaveUp:
+                raise
+            except Run.DoesNotExist:
+                logger.warning("run deleted before its end was recorded run_id=%s", handle.run_id)
+                return
+            logger.info(
+                "run finished run_id=%s status=%s returncode=%s", handle.run_id, status, returncode
+            )
         finally:
-            for timer in (handle.timeout_timer, handle.kill_timer):
-                if timer is not None:
-                    timer.cancel()
-        status, error = self._outcome(handle, returncode)
-        events, progress, result = handle.take()
-        await self.orm_until_done(self._store_batch, {handle.run_id: (events, progress, result)})
-        self.handles.pop(handle.run_id, None)
-        await self.orm_until_done(self._finish_run, handle.run, status, returncode, error)
-        logger.info(
-            "run finished run_id=%s status=%s returncode=%s", handle.run_id, status, returncode
-        )
-        self.wake.set()
+            self.handles.pop(handle.run_id, None)
+            self.wake.set()
+
+    async def _record_started(self, handle: RunHandle) -> None:
+        proc = handle.proc
+        try:
+            await self.orm_until_done(
+                handle.run.mark_started,
+                hostname=self.hostname,
+                pid=proc.pid,
+                pgid=proc.pgid,
+                create_time=proc.create_time or 0.0,
+                process_key=proc.key,
+            )
+        except GaveUp:
+            raise
+        except Exception:
+            if not await self.orm_until_done(self._run_exists, handle.run_id):
+                self._run_disappeared(handle.run_id)
+            else:
+                logger.exception("recording the start failed run_id=%s", handle.run_id)
 
     @staticmethod
     def _finish_run(run: Run, status: str, returncode: int, error: str) -> None:
@@ -517,7 +708,7 @@ class Supervisor:
             return RunStatus.ABORTED, handle.stop_detail
         if handle.stop_reason == "timeout":
             return RunStatus.TIMED_OUT, handle.stop_detail
-        if handle.stop_reason == "worker":
+        if handle.stop_reason in ("worker", "gone"):
             return RunStatus.ABORTED, handle.stop_detail
         if returncode == 0:
             return RunStatus.SUCCEEDED, ""
@@ -634,8 +825,20 @@ class Supervisor:
         Worker.objects.filter(pk=self.worker.pk).update(heartbeat_at=timezone.now())
 
     def _worker_is_dead(self, other: Worker, now: datetime) -> bool:
-        silent = (now - other.heartbeat_at).total_seconds() > conf.worker_dead_after()
-        if silent:
+        """Whether `other` is dead: silent too long, or (same machine) its process is gone.
+
+        Silence is judged only over time this worker could see the database
+        itself. After an outage every worker's last heartbeat is old, and
+        they all reconnect at about the same moment: a worker that regained
+        the database less than `dead_after` ago declares no one dead by
+        silence (the others get `dead_after` from its reconnection to
+        heartbeat again). A worker that never lost the database judges as
+        before. A process found gone on this machine is dead at once.
+        """
+        dead_after = conf.worker_dead_after()
+        silent = (now - other.heartbeat_at).total_seconds() > dead_after
+        in_contact = (now - self.db_contact_since).total_seconds() > dead_after
+        if silent and in_contact:
             return True
         if other.hostname != self.hostname or other.boot_id != boot_id():
             return False
@@ -702,13 +905,35 @@ class Supervisor:
             if self.forced:
                 for handle in list(self.handles.values()):
                     self.procs.submit(handle.proc.kill)
+            if self._past_stop_deadline() and all(h.exited for h in self.handles.values()):
+                # Every child is gone; only the database is missing. Do not wait for it.
+                logger.error(
+                    "stopping without recording runs=%s (the database is unavailable)",
+                    sorted(self.handles),
+                )
+                self.exit_status = 1
+                for supervision in list(self.supervisions):
+                    supervision.cancel()
+                await asyncio.gather(*self.supervisions, return_exceptions=True)
+                return
             self.wake.clear()
             waiter = asyncio.ensure_future(self.wake.wait())
-            await asyncio.wait([waiter, *self.supervisions], return_when=asyncio.FIRST_COMPLETED)
+            timeout = None
+            if self.stop_deadline is not None:
+                timeout = max(0.05, self.stop_deadline - time.monotonic())
+            await asyncio.wait(
+                [waiter, *self.supervisions], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
             waiter.cancel()
 
 
 def run_worker(concurrency: int = 8, until_idle: bool = False, max_runs: int | None = None) -> int:
     """Run a supervisor in the foreground until stopped; the `worker` verb calls this."""
     supervisor = Supervisor(concurrency=concurrency, until_idle=until_idle, max_runs=max_runs)
-    return supervisor.run()
+    status = supervisor.run()
+    if supervisor.abandoned_db_thread:
+        # Python would join the database thread at exit, and it may be waiting
+        # on a database that does not answer: leave now (logs flushed first).
+        logging.shutdown()
+        os._exit(status)
+    return status

@@ -87,3 +87,27 @@ def test_unrecognised_double_colon_lines_are_ordinary():
 def test_nul_inside_protocol_json_is_replaced():
     event = parse_protocol('::message m {"a": "x\\u0000y", "k\\u0000": ["\\u0000"]}')
     assert event.data == {"name": "m", "data": {"a": "x\ufffdy", "k\ufffd": ["\ufffd"]}}
+
+
+def test_non_finite_numbers_make_an_ordinary_line():
+    # Neither database stores NaN or Infinity in JSON: such a line must never
+    # become an event the worker cannot store (issue 15, item 5).
+    huge = "1" * 400
+    for text in [
+        '::result {"v": NaN}',
+        '::result {"v": [1, Infinity]}',
+        '::result {"v": -Infinity}',
+        "::result 1e999",
+        f'::result {{"v": {huge}.5}}',
+        '::message found {"n": NaN}',
+        f'::message found {{"n": {huge}.0}}',
+        f"::progress {huge}/10 step",
+        f"::progress 1/{huge}.0",
+        f"::progress {huge}.5",
+    ]:
+        assert parse_protocol(text) is None, text
+
+
+def test_large_but_finite_numbers_are_kept():
+    assert parse_protocol('::result {"v": 1e308}').data == {"v": 1e308}
+    assert parse_protocol("::progress 5/10").data["fraction"] == 0.5

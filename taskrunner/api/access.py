@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -31,6 +32,7 @@ from taskrunner.api.errors import (
     method_not_allowed,
     too_large,
 )
+from taskrunner.unavailable import is_database_unavailable, unavailable_response
 
 logger = logging.getLogger(__name__)
 _UNSTORABLE = re.compile("[\0\ud800-\udfff]")
@@ -80,6 +82,8 @@ def _forbidden(perm: str) -> ApiError:
 
 
 def _internal(request: HttpRequest) -> HttpResponse:
+    if is_database_unavailable(sys.exc_info()[1]):
+        return unavailable_response(request)  # 503 `unavailable`, not a 500
     logger.exception("API error method=%s path=%s", request.method, request.path)
     return error_response("internal", "Internal error; it has been logged.")
 

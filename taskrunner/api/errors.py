@@ -20,6 +20,7 @@ STATUS_OF_CODE = {
     "too_large": 413,
     "asgi_required": 501,
     "internal": 500,
+    "unavailable": 503,
 }
 
 

@@ -69,6 +69,27 @@ def _stream_error() -> bytes:
     return sse.event({"message": "The stream failed; reconnecting resumes it."}, event="error")
 
 
+class HubUnavailable(Exception):
+    """The hub cannot reach the database: the stream ends with its `error` event."""
+
+
+async def _unless_unavailable(hub: Hub, awaitable):
+    """The result of `awaitable`, unless the hub finds the database away first."""
+    if hub.unavailable.is_set():
+        raise HubUnavailable
+    pending = asyncio.ensure_future(awaitable)
+    down = asyncio.ensure_future(hub.unavailable.wait())
+    try:
+        done, _ = await asyncio.wait({pending, down}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        down.cancel()
+        if not pending.done():
+            pending.cancel()  # the database is away, or the client left
+    if pending in done:
+        return pending.result()
+    raise HubUnavailable
+
+
 def _stream_response_head() -> HttpResponse:
     return HttpResponse(
         content_type="text/event-stream; charset=utf-8",
@@ -154,7 +175,7 @@ async def _run_events(hub: Hub, run_id: int, cursor: int, frontier: int, final_a
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return  # lifetime cap: the client reconnects with Last-Event-ID
-            data, end = await sub.next(min(keepalive, remaining))
+            data, end = await _unless_unavailable(hub, sub.next(min(keepalive, remaining)))
             if data is None:
                 if loop.time() < deadline:
                     yield sse.KEEPALIVE
@@ -163,6 +184,9 @@ async def _run_events(hub: Hub, run_id: int, cursor: int, frontier: int, final_a
                 yield data + sse.end(*end)
                 return
             yield data
+    except HubUnavailable:
+        logger.warning("run stream closed: the database is unavailable run_id=%s", run_id)
+        yield _stream_error()
     except Exception:  # noqa: BLE001 - after the 200, an error can only be an event
         # (CancelledError, a disconnect, is not an Exception: it goes through.)
         logger.exception("run stream failed run_id=%s", run_id)
@@ -229,8 +253,11 @@ async def _dashboard(hub: Hub):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
-            data = await sub.next(min(keepalive, remaining))
+            data = await _unless_unavailable(hub, sub.next(min(keepalive, remaining)))
             yield sse.KEEPALIVE if data is None else data
+    except HubUnavailable:
+        logger.warning("dashboard stream closed: the database is unavailable")
+        yield _stream_error()
     except Exception:  # noqa: BLE001 - after the 200, an error can only be an event
         logger.exception("dashboard stream failed")
         yield _stream_error()

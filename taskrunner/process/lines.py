@@ -7,10 +7,15 @@ so a progress bar keeps only its last state. Memory stays bounded by the
 limit however the child writes.
 
 `parse_protocol` recognises the `::progress`, `::result` and `::message`
-lines of the contract; anything else is an ordinary log line.
+lines of the contract; anything else is an ordinary log line. A protocol line
+holding a number that is not finite (NaN, Infinity, or one so large that it
+overflows to infinity) is an ordinary log line too: neither database can
+store it in JSON, and a value the database refuses must never reach the
+worker's write path.
 """
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -147,9 +152,28 @@ def _without_nul(value: Any) -> Any:
     return value
 
 
+class NotFinite(ValueError):
+    """A number the protocol refuses: NaN or infinite."""
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise NotFinite(f"{value} is not a finite number")
+    return value
+
+
 def _number(text: str) -> int | float:
-    value = float(text)
+    value = _finite(float(text))
     return int(value) if value.is_integer() and "." not in text else value
+
+
+def _refuse_constant(name: str) -> None:
+    raise NotFinite(f"{name} is not a JSON number")
+
+
+def _loads(raw: str) -> Any:
+    """JSON with only finite numbers (Python's json accepts NaN and turns 1e999 into inf)."""
+    return json.loads(raw, parse_constant=_refuse_constant, parse_float=lambda t: _finite(float(t)))
 
 
 def parse_protocol(text: str) -> ProtocolEvent | None:
@@ -161,12 +185,15 @@ def parse_protocol(text: str) -> ProtocolEvent | None:
         if not match:
             return None
         message = (match["message"] or "").strip()
-        if match["fraction"] is not None:
-            fraction = float(match["fraction"])
-            current, total = fraction, None
-        else:
-            current, total = _number(match["current"]), _number(match["total"])
-            fraction = current / total if total else None
+        try:
+            if match["fraction"] is not None:
+                fraction = _finite(float(match["fraction"]))
+                current, total = fraction, None
+            else:
+                current, total = _number(match["current"]), _number(match["total"])
+                fraction = _finite(current / total) if total else None
+        except (NotFinite, OverflowError):
+            return None
         if fraction is not None:
             fraction = min(1.0, max(0.0, fraction))
         return ProtocolEvent(
@@ -175,8 +202,8 @@ def parse_protocol(text: str) -> ProtocolEvent | None:
         )
     if text.startswith("::result "):
         try:
-            return ProtocolEvent("result", _without_nul(json.loads(text[len("::result ") :])))
-        except ValueError:
+            return ProtocolEvent("result", _without_nul(_loads(text[len("::result ") :])))
+        except (ValueError, RecursionError):
             return None
     if text.startswith("::message"):
         match = MESSAGE_RE.match(text)
@@ -184,8 +211,8 @@ def parse_protocol(text: str) -> ProtocolEvent | None:
             return None
         raw = match["data"]
         try:
-            data = json.loads(raw) if raw else None
-        except ValueError:
+            data = _loads(raw) if raw else None
+        except (ValueError, RecursionError):
             return None
         return ProtocolEvent("message", {"name": match["name"], "data": _without_nul(data)})
     return None
