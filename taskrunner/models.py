@@ -260,6 +260,67 @@ class RunQuerySet(models.QuerySet):
     def owned_by(self, worker):
         return self.filter(worker=worker)
 
+    def claim(self, worker: "Worker", limit: int) -> list[int]:
+        """Claim up to `limit` queued runs for `worker`; the ids claimed, oldest first.
+
+        `max_concurrent` holds across workers and hosts: the claim counts each
+        task's live runs under a lock on the task's row, so two workers cannot
+        both take a task's last free slot. On PostgreSQL the task rows are
+        taken `FOR UPDATE SKIP LOCKED` (a worker never waits for another's
+        claim: it leaves that task's runs to it, and the status events of the
+        claimed runs wake it again), then one `UPDATE ... RETURNING` claims,
+        in a fresh snapshot that sees every run the other worker committed.
+        SQLite's IMMEDIATE transaction locks the whole database instead.
+        An empty result is normal: another worker was faster, or nothing waits.
+        """
+        run_table, task_table = Run._meta.db_table, Task._meta.db_table
+        postgres = connection.vendor == "postgresql"
+        if not postgres and not self.model.objects.queued().exists():
+            return []  # a cheap look first: the claim takes SQLite's write lock
+        live = ", ".join(f"'{status}'" for status in sorted(LIVE_STATUSES))
+        with transaction.atomic(), connection.cursor() as cursor:
+            task_filter, task_params = "", []
+            if postgres:
+                cursor.execute(
+                    f"SELECT t.id FROM {task_table} t WHERE t.enabled AND EXISTS "  # noqa: S608
+                    f"(SELECT 1 FROM {run_table} r WHERE r.task_id = t.id AND r.status = %s) "
+                    "ORDER BY t.id FOR UPDATE SKIP LOCKED",
+                    [RunStatus.QUEUED.value],
+                )
+                task_ids = [row[0] for row in cursor.fetchall()]
+                if not task_ids:
+                    return []
+                task_filter, task_params = "AND r.task_id = ANY(%s)", [task_ids]
+            # As the ORM would store it (SQLite keeps UTC text without an offset).
+            now = connection.ops.adapt_datetimefield_value(timezone.now())
+            cursor.execute(
+                f"UPDATE {run_table} SET status = %s, worker_id = %s, hostname = %s, "  # noqa: S608
+                "started_at = %s, updated_at = %s "
+                "WHERE status = %s AND id IN ("
+                "  SELECT id FROM ("
+                "    SELECT r.id AS id, t.max_concurrent AS max_concurrent,"
+                "      ROW_NUMBER() OVER (PARTITION BY r.task_id ORDER BY r.id) AS place,"
+                f"     (SELECT COUNT(*) FROM {run_table} a"
+                f"      WHERE a.task_id = r.task_id AND a.status IN ({live})) AS live"
+                f"    FROM {run_table} r JOIN {task_table} t ON t.id = r.task_id"
+                f"    WHERE r.status = %s AND t.enabled {task_filter}"
+                "  ) AS candidates"
+                "  WHERE place + live <= max_concurrent ORDER BY id LIMIT %s"
+                ") RETURNING id",
+                [
+                    RunStatus.RUNNING.value,
+                    worker.pk,
+                    worker.hostname,
+                    now,
+                    now,
+                    RunStatus.QUEUED.value,
+                    RunStatus.QUEUED.value,
+                    *task_params,
+                    limit,
+                ],
+            )
+            return sorted(row[0] for row in cursor.fetchall())
+
 
 class Run(models.Model):
     task = models.ForeignKey(Task, on_delete=models.PROTECT, related_name="runs")

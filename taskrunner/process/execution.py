@@ -43,6 +43,8 @@ class StopReason(StrEnum):
     """It ran longer than its task's timeout, paused time not counted."""
     WORKER = "worker"
     """The worker itself is stopping (SIGTERM or Ctrl-C)."""
+    GONE = "gone"
+    """The run's row was deleted while it ran: nothing is recorded for it any more."""
 
 
 class Ending(StrEnum):

@@ -95,6 +95,9 @@ class OutputBuffer:
         self.events.append(Event(EventKind.LOG, "stderr", f"[taskrunner] {text}", None, now))
         self.chars += len(text) + 13
 
+    def is_empty(self) -> bool:
+        return not self.events and self.progress is None and not self.has_result
+
     def above_high_water(self) -> bool:
         return len(self.events) > self.high_water or self.chars > self.high_water_chars
 

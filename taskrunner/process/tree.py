@@ -159,9 +159,13 @@ class ProcessTree:
             if proc.pid in signalled:
                 continue
             try:
+                if grouped and os.getpgid(proc.pid) == self.pgid:
+                    # killpg reached it: a second SIGTERM would read as "forced"
+                    # to a child that (like this worker) escalates on the second.
+                    continue
                 proc.send_signal(sig)
                 count += 1
-            except psutil.Error:
+            except (psutil.Error, ProcessLookupError):
                 pass
         return count
 

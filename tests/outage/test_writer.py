@@ -8,15 +8,17 @@ stores through its own database thread, as in the worker.
 
 import asyncio
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from taskrunner.models import EventKind, Run, Task
-from taskrunner.worker import Supervisor
+from taskrunner.models import Run, Task
+from taskrunner.process.output import Event, EventKind, Taken
+from taskrunner.worker import database
+from taskrunner.worker.database import WorkerDatabase
+from taskrunner.worker.writer import EventWriter
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,23 +28,30 @@ def make_run(name: str) -> Run:
     return Run.objects.create(task=task, status="running")
 
 
-def lines(count: int, start: int = 1) -> list[tuple]:
+def lines(count: int, start: int = 1) -> Taken:
     now = timezone.now()
-    return [(EventKind.LOG, "stdout", f"line {i}", None, now) for i in range(start, start + count)]
+    events = [
+        Event(EventKind.LOG, "stdout", f"line {i}", None, now) for i in range(start, start + count)
+    ]
+    return Taken(events, None, False, None)
 
 
-def drive(supervisor: Supervisor, batch: dict) -> None:
+def drive(batch: dict, store=None) -> list[int]:
+    """Store `batch` through a writer on its own database thread; the runs it let go."""
+    gone: list[int] = []
+
     async def go() -> None:
-        supervisor.loop = asyncio.get_running_loop()
-        supervisor.db = ThreadPoolExecutor(1)
-        supervisor.dirty = asyncio.Event()
+        db = WorkerDatabase()
+        writer = EventWriter(db, {}, on_gone=gone.append)
+        if store is not None:
+            writer.store_batch = store
         try:
-            await supervisor._store_until_done(batch)
+            await writer.store_until_done(batch)
         finally:
-            await supervisor.loop.run_in_executor(supervisor.db, lambda: connection.close())
-            supervisor.db.shutdown()
+            await db.close(abandon=False)
 
     asyncio.run(go())
+    return gone
 
 
 def stored(run: Run) -> list[str]:
@@ -61,20 +70,17 @@ def stored(run: Run) -> list[str]:
 )
 def test_a_batch_whose_store_raises_a_driver_error_is_retried_and_stored_once(error):
     run = make_run("retried")
-    supervisor = Supervisor()
     calls = []
-    real_store = supervisor._store_batch
 
     def store_failing_first(batch):
         calls.append(len(batch))
         if len(calls) == 1:
             with transaction.atomic():  # written, then the connection is lost: rolled back
-                real_store(batch)
+                database.store_batch(batch)
                 raise error
-        return real_store(batch)
+        return database.store_batch(batch)
 
-    supervisor._store_batch = store_failing_first
-    drive(supervisor, {run.pk: (lines(500), None, (False, None))})
+    drive({run.pk: lines(500)}, store=store_failing_first)
     assert len(calls) == 2
     assert stored(run) == [f"line {i}" for i in range(1, 501)]
     assert list(run.events.order_by("seq").values_list("seq", flat=True)) == list(range(1, 501))
@@ -84,11 +90,8 @@ def test_a_refused_batch_costs_only_its_run_and_is_reported_in_its_log():
     good, bad = make_run("good"), make_run("bad")
     now = timezone.now()
     # NaN is not JSON: PostgreSQL's jsonb and SQLite's JSON_VALID check refuse it.
-    refused = [(EventKind.MESSAGE, "", "", {"name": "x", "data": float("nan")}, now)]
-    drive(
-        Supervisor(),
-        {good.pk: (lines(100), None, (False, None)), bad.pk: (refused, None, (False, None))},
-    )
+    refused = [Event(EventKind.MESSAGE, "", "", {"name": "x", "data": float("nan")}, now)]
+    drive({good.pk: lines(100), bad.pk: Taken(refused, None, False, None)})
     assert stored(good) == [f"line {i}" for i in range(1, 101)]
     [notice] = stored(bad)
     assert notice.startswith("[taskrunner] 1 event(s) could not be stored and were dropped")
@@ -97,9 +100,8 @@ def test_a_refused_batch_costs_only_its_run_and_is_reported_in_its_log():
 def test_a_batch_of_a_deleted_run_is_let_go_and_the_others_are_stored():
     kept, deleted = make_run("kept"), make_run("deleted")
     deleted_id = deleted.pk
-    Run.objects.filter(pk=deleted_id).delete()
-    drive(
-        Supervisor(),
-        {kept.pk: (lines(100), None, (False, None)), deleted_id: (lines(5), None, (False, None))},
-    )
+    with connection.cursor() as cursor:  # as a careless hand would: the product refuses it
+        cursor.execute("DELETE FROM taskrunner_run WHERE id = %s", [deleted_id])
+    gone = drive({kept.pk: lines(100), deleted_id: lines(5)})
     assert stored(kept) == [f"line {i}" for i in range(1, 101)]
+    assert gone == [deleted_id]

@@ -192,7 +192,9 @@ def test_active_runs_cannot_be_deleted_in_the_admin(personas, worker):
     run = Run.objects.get(pk=running.pk)
     assert RunEvent.objects.filter(run=run).count() == run.last_seq
     lines = list(
-        RunEvent.objects.filter(run=run, kind="log").order_by("seq").values_list("text", flat=True)
+        RunEvent.objects.filter(run=run, kind="log", stream="stdout")
+        .order_by("seq")
+        .values_list("text", flat=True)
     )
     assert lines == [f"line {n}" for n in range(1, len(lines) + 1)]
 

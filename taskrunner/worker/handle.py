@@ -1,0 +1,123 @@
+"""A run this worker is executing: its process, its execution rules, its unsaved output.
+
+Every call into the run's `RunExecution` goes through `act()`, on the
+worker's one psutil thread: signalling a tree walks the process table, which
+must never stall the loop that reads every child's pipes, and one thread keeps
+the signals of a run in the order they were asked for (a resume can never
+overtake the pause before it). The handle keeps one timer: the next moment the
+execution wants to be asked again (its timeout, or the end of a grace period).
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from django.utils import timezone
+
+from taskrunner.models import Run
+from taskrunner.process.execution import RunExecution
+from taskrunner.process.lines import Line
+from taskrunner.process.output import OutputBuffer
+from taskrunner.process.supervised import SupervisedProcess
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class RunHandle:
+    def __init__(
+        self,
+        run: Run,
+        proc: SupervisedProcess,
+        *,
+        procs: ThreadPoolExecutor,
+        on_output: Callable[[], None],
+    ):
+        self.run = run
+        self.proc = proc
+        self.loop = asyncio.get_running_loop()
+        self.procs = procs
+        self.on_output = on_output  # tells the writer there is something to store
+        self.output = OutputBuffer()
+        self.execution = RunExecution(
+            proc, timeout=run.task.timeout, grace=run.task.grace, note=self._note_from_thread
+        )
+        self.backpressured = False  # its pipes are left unread until the writer catches up
+        self.exited = False  # the process ended and every line was read
+        self.gone = False  # the run's row was deleted: nothing more is stored
+        self.stored = asyncio.Event()  # after exit: every line is stored
+        self._timer: asyncio.TimerHandle | None = None
+        self._acting: set[asyncio.Task] = set()  # referenced until done
+
+    @property
+    def run_id(self) -> int:
+        return self.run.pk
+
+    # --- output -------------------------------------------------------------
+
+    def on_lines(self, stream: str, lines: list[Line]) -> None:
+        """The child printed: buffer it, and stop reading past the high water mark."""
+        if self.gone:
+            return  # read (so the child is not blocked), never stored
+        self.output.add_lines(stream, lines, timezone.now())
+        if not self.backpressured and self.output.above_high_water():
+            self.backpressured = True
+            self.proc.pause_reading()
+        self.on_output()
+
+    def relieve(self) -> None:
+        """After a store: read the pipes again once the buffer is below its low mark."""
+        if self.backpressured and (self.gone or self.output.below_low_water()):
+            self.backpressured = False
+            self.proc.resume_reading()
+
+    def _note_from_thread(self, text: str) -> None:
+        self.loop.call_soon_threadsafe(self._note, text)
+
+    def _note(self, text: str) -> None:
+        if not self.gone:
+            self.output.add_note(text, timezone.now())
+            self.on_output()
+
+    # --- acting on the process ------------------------------------------------
+
+    async def act(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call the execution (or the process) on the psutil thread, then re-arm the timer."""
+        try:
+            return await self.loop.run_in_executor(self.procs, fn, *args)
+        finally:
+            self.arm()
+
+    def arm(self) -> None:
+        """Ask the execution again when its timeout or grace period falls due."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.exited:
+            return
+        due = [d for d in (self.execution.timeout_in(), self.execution.kill_in()) if d is not None]
+        if due:
+            self._timer = self.loop.call_later(min(due), self._on_due)
+
+    def act_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """`act()` without waiting for it (from a callback, or to let the loop go on)."""
+        acting = self.loop.create_task(self.act(fn, *args))
+        self._acting.add(acting)
+        acting.add_done_callback(self._acting.discard)
+
+    def _on_due(self) -> None:
+        self._timer = None
+        self.act_soon(self._check)
+
+    def _check(self) -> None:
+        if self.execution.check_timeout():
+            logger.info("run timed out run_id=%s", self.run_id)
+        self.execution.check_kill()
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

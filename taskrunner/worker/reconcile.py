@@ -1,0 +1,70 @@
+"""Finding dead workers and ending what they left behind.
+
+A worker is dead when it has been silent longer than
+`TASKRUNNER_WORKER_DEAD_AFTER` (`Worker.objects.dead()`), or, on this same
+machine (same hostname and boot), at once when its process is gone. Silence
+is judged only over time the judging worker could see the database itself:
+after an outage every worker's last heartbeat is old and they all reconnect
+at about the same moment, so a worker that regained the database less than
+`dead_after` ago declares no one dead by silence (the others get `dead_after`
+from its reconnection to heartbeat again).
+
+A dead worker's live runs become `lost`; their processes on this host are
+killed first (identified by pid and create time, and by the run's key in
+their environment), those on other hosts are left to a worker there.
+"""
+
+import logging
+from datetime import datetime
+
+from django.utils import timezone
+
+from taskrunner import conf
+from taskrunner.models import Run, RunStatus, Worker
+from taskrunner.process.tree import ProcessTree, process_identity
+from taskrunner.worker.database import boot_id
+
+logger = logging.getLogger(__name__)
+
+
+def dead_workers(me: Worker, contact_since: datetime, now: datetime) -> list[Worker]:
+    others = Worker.objects.filter(stopped_at__isnull=True).exclude(pk=me.pk)
+    in_contact = (now - contact_since).total_seconds() > conf.worker_dead_after()
+    silent = set(others.dead(now).values_list("pk", flat=True)) if in_contact else set()
+    here = boot_id()
+    return [
+        other
+        for other in others
+        if other.pk in silent
+        or (other.hostname == me.hostname and other.boot_id == here and _process_gone(other))
+    ]
+
+
+def _process_gone(other: Worker) -> bool:
+    identity = process_identity(other.pid)
+    return identity is None or (
+        other.create_time is not None and abs(identity - other.create_time) > 0.01
+    )
+
+
+def reconcile_dead_workers(me: Worker, contact_since: datetime) -> None:
+    """End what dead workers left behind: kill their runs' processes here, mark the runs lost."""
+    now = timezone.now()
+    for other in dead_workers(me, contact_since, now):
+        logger.warning("worker is dead worker_id=%s host=%s", other.pk, other.hostname)
+        for run in Run.objects.live().filter(worker=other):
+            survivors = 0
+            if run.hostname == me.hostname and run.pid:
+                tree = ProcessTree(
+                    run.pid, run.pid_create_time, run.pgid or run.pid, run.process_key
+                )
+                tree.kill()
+                survivors = len(tree.alive())
+            where = "" if run.hostname == me.hostname else f" on {run.hostname}"
+            run.finish(
+                RunStatus.LOST,
+                error=f"Its worker ({other}) died{where}; the run could not be completed."
+                + (f" {survivors} process(es) survived SIGKILL." if survivors else ""),
+            )
+            logger.warning("run lost run_id=%s worker_id=%s", run.pk, other.pk)
+        Worker.objects.filter(pk=other.pk).update(stopped_at=now)
