@@ -9,14 +9,19 @@ execution wants to be asked again (its timeout, or the end of a grace period).
 """
 
 import asyncio
+import json
 import logging
+import os
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from django.utils import timezone
 
+from taskrunner import conf
 from taskrunner.models import Run
+from taskrunner.params import substitute
 from taskrunner.process.execution import RunExecution
 from taskrunner.process.lines import Line
 from taskrunner.process.output import OutputBuffer
@@ -52,6 +57,34 @@ class RunHandle:
         self._timer: asyncio.TimerHandle | None = None
         self._acting: set[asyncio.Task] = set()  # referenced until done
 
+    @classmethod
+    def spawn(
+        cls, run: Run, *, procs: ThreadPoolExecutor, on_output: Callable[[], None]
+    ) -> "RunHandle":
+        """Start the run's child now (OSError or ValueError if it cannot be started)."""
+        task = run.task
+        key = uuid.uuid4().hex
+        env = {
+            # The site's secrets stay with the worker unless the task names them.
+            **task.child_environment(dict(os.environ)),
+            "TASKRUNNER_RUN_ID": str(run.pk),
+            "TASKRUNNER_PARAMS": json.dumps(run.params),
+            "TASKRUNNER_PROCESS_KEY": key,
+            "PYTHONUNBUFFERED": "1",
+        }
+        lines_to: list[RunHandle] = []  # the handle exists once the child does
+        proc = SupervisedProcess(
+            substitute(task.argv, run.params),
+            env=env,
+            cwd=task.cwd or None,
+            key=key,
+            on_lines=lambda stream, lines: lines_to[0].on_lines(stream, lines),
+            max_line_bytes=conf.max_line_bytes(),
+        )
+        handle = cls(run, proc, procs=procs, on_output=on_output)
+        lines_to.append(handle)
+        return handle
+
     @property
     def run_id(self) -> int:
         return self.run.pk
@@ -78,6 +111,7 @@ class RunHandle:
         self.loop.call_soon_threadsafe(self._note, text)
 
     def _note(self, text: str) -> None:
+        logger.info("run note run_id=%s note=%r", self.run_id, text)
         if not self.gone:
             self.output.add_note(text, timezone.now())
             self.on_output()

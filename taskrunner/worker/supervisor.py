@@ -23,21 +23,17 @@ with status 1, and its runs stay `running` until another worker finds them.
 """
 
 import asyncio
-import json
 import logging
 import os
 import signal
 import socket
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from taskrunner import conf
 from taskrunner.models import Run, RunStatus, Worker
-from taskrunner.params import substitute
 from taskrunner.process.execution import StopReason
-from taskrunner.process.supervised import SupervisedProcess
 from taskrunner.unavailable import is_database_unavailable
 from taskrunner.wakeup import DatabaseWaker
 from taskrunner.worker import controls, database, reconcile
@@ -97,11 +93,11 @@ class Supervisor:
                 self.concurrency,
             )
             await self.db.call(reconcile.reconcile_dead_workers, self.worker, self.db.contact_since)
-            writing = asyncio.create_task(self._forever("writer", self.writer.step))
+            writing = asyncio.create_task(forever("writer", self.writer.step))
             side = [
-                asyncio.create_task(self._forever("watcher", self._watch_step)),
-                asyncio.create_task(self._forever("heartbeat", self._heartbeat_step)),
-                asyncio.create_task(self._forever("sampler", self._sample_step)),
+                asyncio.create_task(forever("watcher", self._watch_step)),
+                asyncio.create_task(forever("heartbeat", self._heartbeat_step)),
+                asyncio.create_task(forever("sampler", self._sample_step)),
             ]
             try:
                 await self._main_loop()
@@ -141,25 +137,6 @@ class Supervisor:
         self.stop_signal = signal.Signals(sig).name
         self.wake.set()
         self.writer.wake()
-
-    async def _forever(self, name: str, step: Callable[[], Awaitable[None]]) -> None:
-        """Repeat `step()`; an error is logged and retried, never the end of a side loop.
-
-        A dead heartbeat would get this worker's runs marked lost by others; a
-        dead writer would leave children blocked on full pipes.
-        """
-        while True:
-            try:
-                await step()
-            except GaveUp:
-                logger.warning("stopping without a database loop=%s", name)
-                return
-            except Exception as exc:
-                if is_database_unavailable(exc):
-                    logger.warning("database unavailable loop=%s; retrying error=%s", name, exc)
-                else:
-                    logger.exception("worker loop failed loop=%s; retrying", name)
-                await asyncio.sleep(1.0)
 
     # --- claiming and starting --------------------------------------------------
 
@@ -208,26 +185,8 @@ class Supervisor:
 
     async def _start(self, run: Run) -> None:
         """Spawn the run's child first; recording it waits until the child runs."""
-        task = run.task
-        key = uuid.uuid4().hex
-        env = {
-            # The site's secrets stay with the worker unless the task names them.
-            **task.child_environment(dict(os.environ)),
-            "TASKRUNNER_RUN_ID": str(run.pk),
-            "TASKRUNNER_PARAMS": json.dumps(run.params),
-            "TASKRUNNER_PROCESS_KEY": key,
-            "PYTHONUNBUFFERED": "1",
-        }
-        lines_to: list[RunHandle] = []
         try:
-            proc = SupervisedProcess(
-                substitute(task.argv, run.params),
-                env=env,
-                cwd=task.cwd or None,
-                key=key,
-                on_lines=lambda stream, lines: lines_to[0].on_lines(stream, lines),
-                max_line_bytes=conf.max_line_bytes(),
-            )
+            handle = RunHandle.spawn(run, procs=self.procs, on_output=self.writer.wake)
         except (OSError, ValueError) as exc:
             logger.warning("run could not start run_id=%s error=%s", run.pk, exc)
             try:
@@ -238,10 +197,8 @@ class Supervisor:
             except Exception:  # noqa: BLE001 - a deleted run, or stopping without a database
                 logger.exception("recording a failed start failed run_id=%s", run.pk)
             return
-        handle = RunHandle(run, proc, procs=self.procs, on_output=self.writer.wake)
-        lines_to.append(handle)
         self.handles[run.pk] = handle
-        logger.info("run started run_id=%s task=%s pid=%s", run.pk, task.name, proc.pid)
+        logger.info("run started run_id=%s task=%s pid=%s", run.pk, run.task.name, handle.proc.pid)
         handle.arm()
         supervision = asyncio.create_task(self._supervise(handle), name=f"run-{run.pk}")
         self.supervisions.add(supervision)
@@ -377,6 +334,26 @@ class Supervisor:
                 [waiter, *self.supervisions], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
             waiter.cancel()
+
+
+async def forever(name: str, step: Callable[[], Awaitable[None]]) -> None:
+    """Repeat `step()`; an error is logged and retried, never the end of a side loop.
+
+    A dead heartbeat would get this worker's runs marked lost by others; a
+    dead writer would leave children blocked on full pipes.
+    """
+    while True:
+        try:
+            await step()
+        except GaveUp:
+            logger.warning("stopping without a database loop=%s", name)
+            return
+        except Exception as exc:
+            if is_database_unavailable(exc):
+                logger.warning("database unavailable loop=%s; retrying error=%s", name, exc)
+            else:
+                logger.exception("worker loop failed loop=%s; retrying", name)
+            await asyncio.sleep(1.0)
 
 
 def run_worker(concurrency: int = 8, until_idle: bool = False, max_runs: int | None = None) -> int:
