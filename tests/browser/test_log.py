@@ -70,6 +70,7 @@ def _assert_contiguous(page, up_to=None):
     return result
 
 
+@pytest.mark.allow_network_errors("the server is stopped and restarted under the page")
 def test_reload_and_server_restart_lose_and_repeat_nothing(personas, start_server, worker, page):
     from tests.browser.pages import login
 
