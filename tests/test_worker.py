@@ -195,8 +195,12 @@ def test_max_concurrent_keeps_the_second_run_queued(worker):
     wait_status(first, RunStatus.RUNNING)
 
     def first_done() -> bool:
-        assert fresh(second).status == RunStatus.QUEUED  # checked at every poll
-        return fresh(first).status != RunStatus.RUNNING
+        # One query: a consistent view of both runs, checked at every poll.
+        status = dict(Run.objects.filter(pk__in=[first.pk, second.pk]).values_list("pk", "status"))
+        if status[first.pk] == RunStatus.RUNNING:
+            assert status[second.pk] == RunStatus.QUEUED
+            return False
+        return True
 
     wait_for(first_done, interval=0.05)
     assert wait_final(first).status == RunStatus.SUCCEEDED

@@ -198,9 +198,8 @@ def test_flood_of_10000_lines_per_second(personas, start_server, worker, new_pag
     )
     stats["seconds"] = round(flood_seconds, 1)
     print("\nflood of 10,000 lines/s:", json.dumps(stats))
-    # Generous bounds: the point is the numbers printed above.
-    assert stats["long_max_ms"] < 1000, stats
-    assert stats["long_total_ms"] < flood_seconds * 1000 * 0.5, stats
+    # How smooth is the benchmark's business (bench: the run page's long
+    # tasks); here: the page stays virtualised, whatever the flood.
     assert stats["dom_rows"] < 400, stats
 
     # Every line is reachable: in order, each once, from line 1.
