@@ -101,10 +101,17 @@ class PageProblems:
         self.allow_network_errors = allow_network_errors
         self.errors: list[str] = []
         self.network_errors: list[str] = []
+        # Which URLs failed: Chromium's console message does not say.
+        self.failed_urls: list[str] = []
 
     def attach(self, page):
         page.on("console", self._console)
         page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+        page.on(
+            "response",
+            lambda r: r.status >= 400 and self.failed_urls.append(f"{r.status} {r.url}"),
+        )
+        page.on("requestfailed", lambda r: self.failed_urls.append(f"{r.failure} {r.url}"))
 
     def _console(self, message):
         if message.type == "error":
@@ -112,7 +119,8 @@ class PageProblems:
             if self.allow_network_errors and any(marker in text for marker in NETWORK_ERRORS):
                 self.network_errors.append(text)
                 return
-            self.errors.append(f"console: {text}")
+            where = (message.location or {}).get("url", "")
+            self.errors.append(f"console: {text} ({where})" if where else f"console: {text}")
 
 
 @pytest.fixture
@@ -141,9 +149,10 @@ def new_page(browser, request):
     expected = [e for _, problems in made for e in problems.network_errors]
     if expected:
         print(f"network errors allowed by the test's marker: {expected}")
+    failed_urls = [u for _, problems in made for u in problems.failed_urls]
     for context, _ in made:
         context.close()
-    assert not errors, errors
+    assert not errors, (errors, f"failed requests: {failed_urls}")
 
 
 @pytest.fixture
