@@ -35,11 +35,14 @@ format: $(STAMP)
 
 test: lint test-sqlite test-postgres
 
+# pytest exits 5 when it collected no test: a broken suite, never a pass.
+NO_TESTS = { status=$$?; [ $$status -ne 5 ] || echo "pytest collected no test (exit 5): failing" >&2; exit $$status; }
+
 test-sqlite: $(STAMP)
-	env -u DATABASE_URL $(TEST_ENV) $(BIN)/pytest $(PYTEST_ARGS)
+	env -u DATABASE_URL $(TEST_ENV) $(BIN)/pytest $(PYTEST_ARGS) || $(NO_TESTS)
 
 test-postgres: $(STAMP)
-	DATABASE_URL=$(PG_TEST_URL) $(TEST_ENV) $(BIN)/pytest $(PYTEST_ARGS)
+	DATABASE_URL=$(PG_TEST_URL) $(TEST_ENV) $(BIN)/pytest $(PYTEST_ARGS) || $(NO_TESTS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -33,7 +33,7 @@ def main() -> int:
         "--only",
         default="",
         help="comma-separated: "
-        + ",".join(["start", "log", "throughput", "control", "fanout", "memory", "dashboard"]),
+        + ",".join(["start", "log", "throughput", "control", "fanout", "memory", "run_page"]),
     )
     parser.add_argument("--profile", default="", help="directory for py-spy stacks per figure")
     parser.add_argument("--no-write", action="store_true", help="print only; keep RESULTS.md")

@@ -34,9 +34,9 @@ SIZES = {
     "fanout_clients": (1000, 100),
     "fanout_lines": (250, 100),  # at 50 lines/s: 5 s and 2 s
     "memory_lines": (500_000, 50_000),  # x 2,000 bytes: 1 GB and 100 MB
-    "dashboard_seconds": (10, 4),
+    "run_page_seconds": (10, 4),
 }
-FIGURES = ["start", "log", "control", "fanout", "dashboard", "throughput", "memory"]
+FIGURES = ["start", "log", "control", "fanout", "run_page", "throughput", "memory"]
 QUICK_FIGURES = ["start", "log", "control", "fanout", "throughput"]
 
 
@@ -262,7 +262,7 @@ async def measure(
             system, size("fanout_clients", q), size("fanout_lines", q)
         ),
         "memory": lambda: figures.memory(system, size("memory_lines", q), 2000),
-        "dashboard": lambda: figures.dashboard(system, 10_000, size("dashboard_seconds", q)),
+        "run_page": lambda: figures.run_page(system, 10_000, size("run_page_seconds", q)),
     }
     results = {}
     started = time.monotonic()

@@ -26,6 +26,8 @@ FINAL = {"succeeded", "failed", "aborted", "timed_out", "lost"}
 STAMP_RE = re.compile(rb'"line": "stamp (\d+) ([0-9.]+)", "ts": "([^"]+)"')
 NUMBER_RE = re.compile(rb'"line": "(\d+)')
 LINE_NO_RE = re.compile(rb'"line": "line (\d+) ')
+# The rate child's lines carry the time they were printed (bench/children/rate.py).
+PRINTED_AT_RE = re.compile(rb'"line": "line \d+ at (\d+\.\d+) ')
 
 
 @dataclass
@@ -565,12 +567,18 @@ async def _fan_out_once(system: System, http: httpx.AsyncClient, clients: int, l
     loop = asyncio.get_running_loop()
     line_counts = [0] * clients
     ready = [False] * clients
+    # Latency seen by the clients: receive time minus the printed time of the
+    # newest line in each block read (one sample per read, every client).
+    latencies: list[float] = []
 
     def make(i: int):
         def on_events(block: bytes, received: float) -> None:
             if not ready[i] and b'"line": "ready"' in block:
                 ready[i] = True
             line_counts[i] += len(LINE_NO_RE.findall(block))
+            stamps = PRINTED_AT_RE.findall(block)
+            if stamps:
+                latencies.append(received - float(stamps[-1]))
 
         return on_events
 
@@ -633,6 +641,7 @@ async def _fan_out_once(system: System, http: httpx.AsyncClient, clients: int, l
         "complete_clients": complete,
         "status": final["status"],
         "connect_seconds": connect_seconds,
+        "latency_ms": summary(ms(latencies)),
         "seconds": elapsed,
         "hub_queries_per_s": (after["queries"] - before["queries"]) / elapsed,
         "hub_fetches": after["fetches"] - before["fetches"],
@@ -706,23 +715,25 @@ async def memory(system: System, count: int, width: int) -> dict:
         "bytes_printed": count * width,
         "seconds": seconds,
         "missing": count - (check.next - 1) + check.bad,
-        "target": "supervisor and web RSS after within +-50 MB of before",
+        "target": "supervisor and web RSS at their peak during the flood within +50 MB of before",
     }
     met = out["missing"] == 0
     for name in pids:
-        change = (after[name] - before[name]) / mb
+        peak_change = (peak[name] - before[name]) / mb
         out[name] = {
             "before_mb": before[name] / mb,
             "peak_mb": peak[name] / mb,
             "after_mb": after[name] / mb,
-            "change_mb": change,
+            "peak_change_mb": peak_change,
+            "change_mb": (after[name] - before[name]) / mb,
         }
-        met = met and abs(change) <= 50
+        # "Flat while a child prints 1 GB": judged at the peak, not after it.
+        met = met and peak_change <= 50
     out["met"] = met
     return out
 
 
-# --- dashboard (run page in headless Chromium) ---
+# --- the run page in headless Chromium, during a flood ---
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -764,12 +775,13 @@ def _write_js_profile(profile: dict, system: System) -> None:
     for node_id, micros in by_node.items():
         own[names.get(node_id, "?")] += micros
     top = [(name, round(100 * micros / total, 1)) for name, micros in own.most_common(30)]
-    path = Path(system.profile_dir) / f"{system.vendor}-dashboard-page.json"
+    path = Path(system.profile_dir) / f"{system.vendor}-run-page.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"self_percent": top}, indent=1))
 
 
-async def dashboard(system: System, rate: int, seconds: float) -> dict:
+async def run_page(system: System, rate: int, seconds: float) -> dict:
+    """Long tasks and errors of the run page `/runs/<id>/` while its run floods."""
     from playwright.async_api import async_playwright
 
     if not os.path.exists(CHROMIUM):
@@ -784,7 +796,11 @@ async def dashboard(system: System, rate: int, seconds: float) -> dict:
             await context.add_init_script(OBSERVER)
             page = await context.new_page()
             errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+            page.on(
+                "console",
+                lambda msg: msg.type == "error" and errors.append(f"console: {msg.text}"),
+            )
             run = await start_run(
                 http, "rate", {"rate": str(rate), "seconds": str(seconds), "wait": "wait"}
             )
@@ -836,7 +852,8 @@ async def dashboard(system: System, rate: int, seconds: float) -> dict:
         "observer_checked": observer_ok,
         "page_log_info": shown[0],
         "page_status": shown[1],
-        "page_errors": errors[:5],
-        "target": "no long task over 50 ms during the flood",
-        "met": observer_ok and not over,
+        "page_errors": len(errors),
+        "page_error_examples": errors[:5],
+        "target": "no long task over 50 ms during the flood, no page error",
+        "met": observer_ok and not over and not errors,
     }

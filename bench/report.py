@@ -58,19 +58,29 @@ MEANINGS = [
         "prints 50 lines/s, against 1 client: every client must get every event (contiguous ids, "
         "all lines, the `end`); the hub's database queries per second (its own counter, "
         "`/api/debug/hub/`; PostgreSQL's xact_commit too) within 10% of the 1-client figure; "
-        "server RSS growth <= 100 MB.",
+        "server RSS growth <= 100 MB. Also reported: the time until all N clients are connected "
+        "and have the run's first line (`ready`), and the latency the clients see (receive time "
+        "minus the printed time of the newest line of each read, every client), against 1 client.",
     ),
     (
         "memory",
         "A child prints a lot (2,000-byte lines) while an SSE client reads the whole run; RSS "
-        "of the supervisor and of the web process before, at the peak, and 2 s after the run. "
-        "Target: after within +-50 MB of before.",
+        "of the supervisor and of the web process before, at the peak during the flood (sampled "
+        "every 0.1 s), and 2 s after the run. The figure is the peak minus before. "
+        "Target: peak within +50 MB of before, 0 lines missing.",
     ),
     (
-        "dashboard",
-        "Headless Chromium on the run page `/runs/<id>/` (staff session) while a child prints "
+        "run page",
+        "Headless Chromium on the run page `/runs/<id>/` (staff session) while its child prints "
         "10,000 lines/s; long tasks seen by a PerformanceObserver during the flood (the observer "
-        "is checked first with a 120 ms busy loop). Target: none over 50 ms.",
+        "is checked first with a 120 ms busy loop), and page errors (uncaught exceptions and "
+        "console errors, a failed request included). Target: no long task over 50 ms, no error.",
+    ),
+    (
+        "warm-up",
+        "Dropped, never counted: start latency runs one `first-line` run before its trials "
+        "(imports, connections and the hub warmed); memory runs a 1,000-line run read by an "
+        "SSE client before it takes `before`. Every other figure counts every trial.",
     ),
 ]
 
@@ -89,9 +99,35 @@ def _mark(met) -> str:
     return {True: "met", False: "**missed**", None: "–"}[met]
 
 
+def _from_older_runs(figures: dict) -> dict:
+    """Results written before the figures were renamed and rejudged, read as today's.
+
+    The run page was called "dashboard"; memory was judged 2 s after the flood
+    (its peak was stored, and is what is judged now); page errors were a list.
+    """
+    figures = dict(figures)
+    if "run_page" not in figures and "dashboard" in figures:
+        figures["run_page"] = figures.pop("dashboard")
+    page = figures.get("run_page")
+    if page and isinstance(page.get("page_errors"), list):
+        page = figures["run_page"] = dict(page, page_errors=len(page["page_errors"]))
+        page["met"] = page["met"] and not page["page_errors"]
+    mem = figures.get("memory")
+    if mem and "error" not in mem and "peak_change_mb" not in mem.get("worker", {}):
+        mem = figures["memory"] = dict(mem)
+        met = mem["missing"] == 0
+        for role in ("worker", "web"):
+            r = mem[role] = dict(mem[role])
+            r["peak_change_mb"] = r["peak_mb"] - r["before_mb"]
+            met = met and r["peak_change_mb"] <= 50
+        mem["met"] = met
+    return figures
+
+
 def rows(figures: dict) -> list[tuple[str, str, str, str, str, str]]:
     """(figure, median, p99, floor median / p99, ratio, target and verdict) per line."""
     out = []
+    figures = _from_older_runs(figures)
 
     def error(name: str) -> bool:
         fig = figures.get(name)
@@ -238,6 +274,39 @@ def rows(figures: dict) -> list[tuple[str, str, str, str, str, str]]:
             )
         out.append(
             (
+                f"  connect {many['clients']} clients (s)",
+                _f(many["connect_seconds"], 2),
+                "–",
+                f"1 client: {_f(one['connect_seconds'], 2)}",
+                "–",
+                "all connected, first line read",
+            )
+        )
+        lat, lat_one = many.get("latency_ms") or {}, one.get("latency_ms") or {}
+        if lat.get("median") is None:
+            out.append(
+                (
+                    f"  latency at {many['clients']} clients (ms)",
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                    "not measured in this run",
+                )
+            )
+        else:
+            out.append(
+                (
+                    f"  latency at {many['clients']} clients (ms)",
+                    _f(lat["median"]),
+                    _f(lat["p99"]),
+                    f"1 client: {_f(lat_one.get('median'))} / {_f(lat_one.get('p99'))}",
+                    "–",
+                    "printed -> every client",
+                )
+            )
+        out.append(
+            (
                 "  server RSS growth (MB)",
                 _f(f["rss_growth_mb"]),
                 f"peak {_f(many['rss_peak_mb'])}",
@@ -252,27 +321,28 @@ def rows(figures: dict) -> list[tuple[str, str, str, str, str, str]]:
             r = f[role]
             out.append(
                 (
-                    f"memory: {title} RSS change (MB), {f['bytes_printed'] / 1e9:g} GB printed",
-                    f"{r['change_mb']:+.1f}",
-                    f"peak {_f(r['peak_mb'])}",
+                    f"memory: {title} RSS peak - before (MB), {f['bytes_printed'] / 1e9:g} GB "
+                    "printed",
+                    f"{r['peak_change_mb']:+.1f}",
+                    f"after {r['change_mb']:+.1f}",
                     f"before {_f(r['before_mb'])}",
                     "–",
-                    f"+-50 MB, {f['missing']} missing: {_mark(f['met'])}",
+                    f"peak <= +50 MB, {f['missing']} missing: {_mark(f['met'])}",
                 )
             )
-    if not error("dashboard"):
-        f = figures["dashboard"]
+    if not error("run_page"):
+        f = figures["run_page"]
         if "skipped" in f:
-            out.append(("dashboard", "–", "–", "–", "–", f["skipped"]))
+            out.append(("run page", "–", "–", "–", "–", f["skipped"]))
         else:
             out.append(
                 (
-                    f"dashboard: long tasks > 50 ms ({f['lines']:,} lines)",
+                    f"run page: long tasks > 50 ms ({f['lines']:,} lines)",
                     str(f["long_tasks_over_50ms"]),
                     f"longest {_f(f['longest_ms'])} ms",
                     "–",
                     "–",
-                    f"none: {_mark(f['met'])}",
+                    f"none, {f['page_errors']} page errors: {_mark(f['met'])}",
                 )
             )
     return out

@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import psutil
 import pytest
@@ -52,19 +53,31 @@ def child_script(name: str) -> list[str]:
     return [sys.executable, str(CHILDREN / f"{name}.py")]
 
 
+def database_url(settings_dict: dict) -> str:
+    """The URL of the test database, whole: user, password, host, port and name.
+
+    Every part is percent-encoded, so a password holding `@`, `:` or `/` reaches
+    the other process as it is (a server that checks passwords needs it).
+    """
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = quote(settings_dict.get("USER") or "", safe="")
+    password = quote(settings_dict.get("PASSWORD") or "", safe="")
+    credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = settings_dict.get("HOST") or ""
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
+    name = quote(settings_dict["NAME"], safe="")
+    return f"postgres://{credentials}{host}{port}/{name}"
+
+
 def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for a manage.py/uvicorn process using the test database."""
     from django.db import connection
 
     env = dict(os.environ)
-    settings_dict = connection.settings_dict
-    if connection.vendor == "sqlite":
-        env["DATABASE_URL"] = f"sqlite:///{settings_dict['NAME']}"
-    else:
-        host = settings_dict["HOST"] or ""
-        port = settings_dict["PORT"] or ""
-        user = settings_dict["USER"] or ""
-        env["DATABASE_URL"] = f"postgres://{user}@{host}:{port}/{settings_dict['NAME']}"
+    env["DATABASE_URL"] = database_url(connection.settings_dict)
     env.setdefault("SECRET_KEY", "insecure-test-only-key")
     env["HTTPS"] = "false"
     env["PYTHONUNBUFFERED"] = "1"
@@ -77,6 +90,36 @@ def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 STOPPED = {psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP}
+PROCESS_KEY = "TASKRUNNER_PROCESS_KEY"
+
+
+def processes_with_key(key: str) -> list[psutil.Process]:
+    """Every live (non-zombie) process whose environment carries a run's key.
+
+    This is how the worker finds a run's processes (tree.py), read here
+    independently: an orphaned grandchild or a setsid() escapee is found too,
+    whatever its parent or group.
+    """
+    assert key, "the run has no process key"
+    found = []
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
+            continue
+        try:
+            if proc.environ().get(PROCESS_KEY) == key and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def needs(what: str, present: bool) -> None:
+    """Skip a test whose outside dependency is missing; in CI (`CI` set), fail instead."""
+    if present:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is missing, and CI must run every test")
+    pytest.skip(f"{what} is missing")
 
 
 def gone(procs: list[psutil.Process]) -> bool:

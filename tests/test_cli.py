@@ -327,3 +327,83 @@ def test_worker_verb_passes_its_options_to_the_supervisor():
     result = cli("worker", "--until-idle")
     assert result.returncode == 0, result.stderr
     assert set(Run.objects.values_list("status", flat=True)) == {RunStatus.SUCCEEDED}
+
+
+# --- exit codes and --tail, as the README states them ------------------------
+
+EXIT_TIMED_OUT, EXIT_LOST = 5, 6
+
+
+def test_a_followed_run_that_times_out_exits_5(worker, users):
+    Task.objects.create(name="slow", argv=[*child_script("numbered")], timeout=0.5, grace=1)
+    result = cli("start", "slow", "--follow")
+    run = Run.objects.get(pk=result.stdout.splitlines()[0])
+    assert run.status == RunStatus.TIMED_OUT
+    assert result.returncode == EXIT_TIMED_OUT, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"run {run.pk} timed_out")
+
+
+def test_a_followed_run_whose_worker_dies_exits_6(start_worker, users):
+    first = start_worker()
+    define_endless()
+    run_id = cli("start", "endless").stdout.strip()
+    follower = subprocess.Popen(
+        cli_argv("logs", run_id, "--follow"),
+        cwd=ROOT,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: Run.objects.filter(pk=run_id, status="running", pid__isnull=False)
+                 .exists())  # fmt: skip
+        first.signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        start_worker()  # on the same host: it marks the dead worker's run lost
+        out, err = follower.communicate(timeout=60)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    assert Run.objects.get(pk=run_id).status == RunStatus.LOST
+    assert follower.returncode == EXIT_LOST, err
+    assert err.strip().splitlines()[-1].startswith(f"run {run_id} lost")
+
+
+def test_errors_exit_1_and_a_malformed_command_line_exits_2(users):
+    define_chatty()
+    cases = [
+        (("start", "nope"), 1),  # unknown task
+        (("status", "999999"), 1),  # unknown run
+        (("start", "chatty", "--user", "nobody"), 1),  # unknown user
+        (("start", "chatty", "--param", "count=many"), 1),  # bad parameter
+        (("bogus",), 2),  # no such verb
+        (("logs",), 2),  # RUN missing
+        (("tasks", "--no-such-option"), 2),
+        (("logs", "1", "--tail", "many"), 2),
+    ]
+    results = cli_many([args for args, _ in cases])
+    for (args, code), result in zip(cases, results, strict=True):
+        one_line_error(result)
+        assert result.returncode == code, (args, result.returncode, result.stderr)
+
+
+def test_logs_tail_prints_exactly_the_last_n_lines(worker, users):
+    task = Task.objects.create(name="ten", argv=[*child_script("numbered"), "--count", "10"])
+    run = task.start({})
+    wait_for(lambda: Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED, timeout=30)
+    three, one, more_than_all, everything = cli_many(
+        [
+            ("logs", str(run.pk), "--tail", "3"),
+            ("logs", str(run.pk), "--tail", "1"),
+            ("logs", str(run.pk), "--tail", "50"),
+            ("logs", str(run.pk)),
+        ]
+    )
+    for result in (three, one, more_than_all, everything):
+        assert result.returncode == 0, result.stderr
+    assert three.stdout.splitlines() == ["line 8", "line 9", "line 10"]
+    assert one.stdout.splitlines() == ["line 10"]
+    assert more_than_all.stdout.splitlines() == [f"line {i}" for i in range(1, 11)]
+    assert everything.stdout == more_than_all.stdout

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import re
 import sys
 import time
 import uuid
@@ -14,6 +15,7 @@ from taskrunner.process.tree import find_by_key
 from tests.conftest import CHILDREN
 
 STOPPED = {psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP}
+STAMPED = re.compile(r"\w+ \d+ (\d+\.\d+)")  # `numbered.py --stamp` lines
 
 
 def statuses(procs):
@@ -59,7 +61,7 @@ def run(coro):
 def test_pause_reaches_grandchild_and_setsid_escapee_then_resume_continues():
     async def scenario():
         lines = Collector()
-        proc = start(["--grandchild", "--setsid-descendant"], lines)
+        proc = start(["--grandchild", "--setsid-descendant", "--stamp"], lines)
         try:
             await until(lambda: lines.texts("escapee") and lines.texts("grand"))
             family = proc.tree.alive()
@@ -68,15 +70,19 @@ def test_pause_reaches_grandchild_and_setsid_escapee_then_resume_continues():
             assert escapees, "the setsid() descendant should have left the group"
             proc.stop()
             await until(lambda: set(statuses(family).values()) <= STOPPED)
-            await asyncio.sleep(0.3)  # let anything already in the pipe arrive
+            stopped_at = time.time()
+            # Found by its key too, the way the worker finds a run's processes.
+            assert {p.pid for p in family} <= {p.pid for p in find_by_key(proc.key)}
             seen = len(lines.lines)
-            await asyncio.sleep(0.3)
-            assert len(lines.lines) == seen, "a stopped tree printed"
+            resumed_at = time.time()
             proc.cont()
             await until(lambda: len(lines.lines) > seen + 5)
             assert not set(statuses(family).values()) & STOPPED
             numbers = [int(t.split()[1]) for t in lines.texts("line ")]
             assert numbers == list(range(1, len(numbers) + 1))
+            # Every line carries the time it was printed: none while stopped.
+            printed = [float(m[1]) for _, t in lines.lines if (m := STAMPED.fullmatch(t))]
+            assert not [t for t in printed if stopped_at < t < resumed_at], "a stopped tree printed"
         finally:
             proc.kill()
             await proc.finish()

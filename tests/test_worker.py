@@ -6,18 +6,31 @@ state is read with psutil; every wait has a deadline.
 """
 
 import os
+import re
 import signal
+import subprocess
 import sys
 import time
 
 import psutil
 import pytest
+from django.utils import timezone
 
-from taskrunner.models import FINAL_STATUSES, Run, RunStatus, Task
-from taskrunner.process.tree import find_by_key
-from tests.conftest import ROOT, all_stopped, child_script, gone, none_stopped, wait_for
+from taskrunner.models import FINAL_STATUSES, Run, RunStatus, Task, Worker
+from tests.conftest import (
+    ROOT,
+    all_stopped,
+    child_script,
+    gone,
+    none_stopped,
+    processes_with_key,
+    wait_for,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+STAMPED = re.compile(r"\w+ \d+ (\d+\.\d+)")
 
 
 def define(name: str, argv: list[str], **fields) -> Task:
@@ -57,14 +70,16 @@ def statuses_of(run: Run) -> list[str]:
 
 def processes(run: Run) -> list[psutil.Process]:
     """Every live (non-zombie) process of the run, found by its key."""
-    alive = []
-    for proc in find_by_key(fresh(run).process_key):
-        try:
-            if proc.status() != psutil.STATUS_ZOMBIE:
-                alive.append(proc)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
+    return processes_with_key(wait_for(lambda: fresh(run).process_key))
+
+
+def stamps(run: Run) -> list[float]:
+    """When each line of a `numbered --stamp` run was printed (every process's)."""
+    return [float(m[1]) for line in log_lines(run) if (m := STAMPED.fullmatch(line))]
+
+
+def worker_row(proc) -> Worker:
+    return wait_for(lambda: Worker.objects.filter(pid=proc.pid).first())
 
 
 def test_success_and_failure_are_recorded_with_exit_codes(worker):
@@ -81,23 +96,20 @@ def test_success_and_failure_are_recorded_with_exit_codes(worker):
 
 def test_pause_stops_the_whole_tree_and_resume_loses_no_line(worker, personas):
     bob = personas["bob"]
-    run = define("tree", numbered("--grandchild", "--setsid-descendant")).start(user=bob)
+    argv = numbered("--grandchild", "--setsid-descendant", "--stamp")
+    run = define("tree", argv).start(user=bob)
     wait_for(lambda: log_lines(run, "escapee") and log_lines(run, "grand") and numbers(run))
     family = processes(run)
     assert len(family) == 3  # the child, its grandchild, and the setsid() escapee
     assert len({os.getpgid(p.pid) for p in family}) == 2
 
-    asked = time.monotonic()
     fresh(run).request("pause", user=bob, via="api")
-    # Within half a second every process is stopped (psutil reads /proc).
-    wait_for(lambda: all_stopped(family), timeout=0.5, interval=0.005)
-    print(f"pause took {1000 * (time.monotonic() - asked):.1f} ms")
+    wait_for(lambda: all_stopped(family), interval=0.005)
+    stopped_at = time.time()
     assert wait_status(run, RunStatus.PAUSED).paused_at is not None
-    time.sleep(0.2)  # anything already in the pipes is stored by now
-    stored = fresh(run).last_seq
-    time.sleep(0.5)
-    assert fresh(run).last_seq == stored, "events arrived while paused"
-
+    # Every line carries the time it was printed: none may fall between the
+    # moment every process was seen stopped and the resume (no window to watch).
+    resumed_at = time.time()
     fresh(run).request("resume", user=bob, via="cli")
     wait_for(lambda: none_stopped(family))
     wait_status(run, RunStatus.RUNNING)
@@ -108,6 +120,8 @@ def test_pause_stops_the_whole_tree_and_resume_loses_no_line(worker, personas):
     run = wait_final(run)
     assert run.status == RunStatus.ABORTED
     assert numbers(run) == list(range(1, len(numbers(run)) + 1)), "a line lost or repeated"
+    printed_while_paused = [t for t in stamps(run) if stopped_at < t < resumed_at]
+    assert not printed_while_paused, "a process printed while the run was paused"
     assert [(a.action, a.by, a.via) for a in run.actions.all()] == [
         ("start", "bob", "api"),
         ("pause", "bob", "api"),
@@ -159,26 +173,36 @@ def test_timeout_counts_running_time_only(worker):
     assert wait_final(quick).status == RunStatus.TIMED_OUT
     assert "Timed out" in fresh(quick).error
 
-    run = define("patient", numbered("--interval", "0.05"), timeout=1.5).start()
+    timeout = 1.0
+    run = define("patient", numbered("--interval", "0.05"), timeout=timeout).start()
     wait_status(run, RunStatus.RUNNING)
     fresh(run).request("pause")
-    wait_status(run, RunStatus.PAUSED)
-    time.sleep(2.0)  # paused longer than the timeout: must not count
+    paused_at = wait_status(run, RunStatus.PAUSED).paused_at
+    # Paused for longer than the whole timeout (a condition on the clock the
+    # worker uses): if paused time counted, the run would time out on resume.
+    wait_for(lambda: (timezone.now() - paused_at).total_seconds() > timeout + 0.5)
     fresh(run).request("resume")
     assert wait_status(run, RunStatus.RUNNING, *FINAL_STATUSES).status == RunStatus.RUNNING
     run = wait_final(run)
     assert run.status == RunStatus.TIMED_OUT
-    assert run.duration > 3.0
-    assert 1.0 < run.duration - run.paused_seconds < 3.0
+    assert run.paused_seconds > timeout + 0.5
+    assert run.duration - run.paused_seconds >= timeout
 
 
 def test_max_concurrent_keeps_the_second_run_queued(worker):
     task = define("single", numbered("--count", "15", "--interval", "0.05"), max_concurrent=1)
     first, second = task.start(), task.start()
     wait_status(first, RunStatus.RUNNING)
-    while fresh(first).status == RunStatus.RUNNING:
-        assert fresh(second).status == RunStatus.QUEUED
-        time.sleep(0.05)
+
+    def first_done() -> bool:
+        # One query: a consistent view of both runs, checked at every poll.
+        status = dict(Run.objects.filter(pk__in=[first.pk, second.pk]).values_list("pk", "status"))
+        if status[first.pk] == RunStatus.RUNNING:
+            assert status[second.pk] == RunStatus.QUEUED
+            return False
+        return True
+
+    wait_for(first_done, interval=0.05)
     assert wait_final(first).status == RunStatus.SUCCEEDED
     assert wait_final(second).status == RunStatus.SUCCEEDED
     assert fresh(second).started_at >= fresh(first).finished_at
@@ -187,17 +211,53 @@ def test_max_concurrent_keeps_the_second_run_queued(worker):
 def test_two_workers_never_run_the_same_run(start_worker):
     task = define("many", numbered("--count", "1", "--interval", "0"), max_concurrent=20)
     runs = [task.start() for _ in range(16)]
-    start_worker("--concurrency", "4")
-    start_worker("--concurrency", "4")
+    workers = [start_worker("--concurrency", "4"), start_worker("--concurrency", "4")]
     for run in runs:
         assert wait_final(run, timeout=60).status == RunStatus.SUCCEEDED
+    ids = {worker_row(proc).pk for proc in workers}
     for run in runs:
         assert statuses_of(run).count("running") == 1
         assert log_lines(run) == ["line 1"]
-    assert len({fresh(run).worker_id for run in runs}) >= 1
+        assert fresh(run).worker_id in ids
+
+
+def test_a_second_worker_claims_what_a_busy_worker_cannot(start_worker):
+    """The first worker (concurrency 1) is busy: the queued run must be the second's."""
+    busy = start_worker("--concurrency", "1")
+    long = define("long", numbered()).start()
+    wait_status(long, RunStatus.RUNNING)
+    queued = define("short", numbered("--count", "1")).start()
+    second = start_worker("--concurrency", "1")
+    assert wait_final(queued).status == RunStatus.SUCCEEDED
+    assert fresh(long).worker_id == worker_row(busy).pk
+    assert fresh(queued).worker_id == worker_row(second).pk
+    assert statuses_of(queued) == ["queued", "running", "succeeded"]
+    fresh(long).request("abort")
+    wait_final(long)
+
+
+def test_max_concurrent_holds_across_two_workers(start_worker):
+    task = define("one-at-a-time", numbered("--count", "10", "--interval", "0.05"))
+    task.max_concurrent = 1
+    task.save()
+    runs = [task.start() for _ in range(3)]
+    workers = [start_worker("--concurrency", "4"), start_worker("--concurrency", "4")]
+
+    def all_final() -> bool:
+        live = Run.objects.filter(task=task, status__in=[RunStatus.RUNNING, RunStatus.PAUSED])
+        assert live.count() <= 1  # checked at every poll
+        return all(fresh(run).status in FINAL_STATUSES for run in runs)
+
+    wait_for(all_final, timeout=60, interval=0.01)
+    runs = sorted((fresh(run) for run in runs), key=lambda run: run.started_at)
+    assert all(run.status == RunStatus.SUCCEEDED for run in runs)
+    for earlier, later in zip(runs, runs[1:], strict=False):
+        assert later.started_at >= earlier.finished_at, "two runs of the task overlapped"
+    assert {worker_row(proc).pk for proc in workers} >= {run.worker_id for run in runs}
 
 
 def test_killed_worker_leaves_lost_runs_and_no_process(start_worker):
+    """The next worker on the same host ends them at once, not after the dead-after time."""
     first = start_worker()
     task = define("orphans", numbered("--grandchild", "--setsid-descendant"))
     running, paused = task.start(), task.start()
@@ -209,12 +269,61 @@ def test_killed_worker_leaves_lost_runs_and_no_process(start_worker):
 
     first.signal(signal.SIGKILL)
     first.wait(timeout=10)
-    start_worker()
+    # 120 s without a heartbeat would be needed to call it dead the slow way;
+    # the test waits 30 s at most, so only the same-host check can pass it.
+    start_worker(env={"TASKRUNNER_WORKER_DEAD_AFTER": "120"})
     for run in (running, paused):
-        run = wait_final(run)
+        run = wait_final(run, timeout=30)
         assert run.status == RunStatus.LOST
         assert "died" in run.error
     wait_for(lambda: gone(family))
+    assert not processes(running) and not processes(paused)
+
+
+def test_a_dead_workers_leftovers_are_identified_before_they_are_killed(start_worker, tmp_path):
+    """A recorded pid now held by a stranger (pid reuse) is left alone; the run's own
+    processes, found by pid and create time or by the run's key, are killed."""
+    first = start_worker()
+    run = define("leftover", numbered("--grandchild", "--setsid-descendant")).start()
+    wait_for(lambda: len(processes(run)) == 3)
+    family = processes(run)
+    first.signal(signal.SIGKILL)
+    first.wait(timeout=10)
+
+    # A process that is not the run's, given the run's recorded pid (as if the
+    # pid were reused): same pid, another create time, no key.
+    stranger = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True
+    )
+    try:
+        stranger_proc = psutil.Process(stranger.pid)
+        Run.objects.filter(pk=run.pk).update(
+            pid=stranger.pid,
+            pgid=stranger.pid,
+            pid_create_time=stranger_proc.create_time() - 5.0,
+        )
+        start_worker(env={"TASKRUNNER_WORKER_DEAD_AFTER": "120"})
+        assert wait_final(run, timeout=30).status == RunStatus.LOST
+        wait_for(lambda: gone(family))  # found by the key, and killed
+        assert stranger_proc.is_running() and stranger_proc.status() != psutil.STATUS_ZOMBIE
+    finally:
+        stranger.kill()
+        stranger.wait(10)
+
+
+def test_a_second_sigterm_kills_the_children_at_once(start_worker):
+    worker = start_worker()
+    run = define("stubborn", child_script("ignore_term"), grace=600).start()
+    wait_for(lambda: log_lines(run, "ready"))
+    family = processes(run)
+    worker.signal(signal.SIGTERM)
+    wait_for(lambda: log_lines(run, "got SIGTERM"))
+    assert all(proc.is_running() for proc in family)  # the grace period (600 s) runs
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0  # far less than the grace period
+    run = fresh(run)
+    assert (run.status, run.exit_code) == (RunStatus.ABORTED, -signal.SIGKILL)
+    assert gone(family)
 
 
 def test_sigterm_stops_the_worker_and_records_every_run(start_worker):

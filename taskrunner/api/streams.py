@@ -202,7 +202,9 @@ async def run_events(request: HttpRequest, run_id: int) -> HttpResponse:
 
 
 def _wants_event_stream(request: HttpRequest) -> bool:
-    return request.method == "GET" and "text/event-stream" in request.headers.get("Accept", "")
+    # HEAD too: a HEAD must answer with the headers its GET would have.
+    accept = request.headers.get("Accept", "")
+    return request.method in ("GET", "HEAD") and "text/event-stream" in accept
 
 
 async def task_detail_or_stream(request: HttpRequest, name: str) -> HttpResponse:

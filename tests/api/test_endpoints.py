@@ -1,7 +1,5 @@
 """The JSON endpoints over real HTTP (no worker: runs stay queued unless a test moves them)."""
 
-import time
-
 import httpx
 import pytest
 
@@ -42,11 +40,10 @@ def set_status(run_id: int, status: str) -> None:
 
 
 def test_queue_a_run_answers_202_at_once_with_the_run_and_its_location(bob, crawl):
-    started = time.monotonic()
+    # "At once": answered with the run still queued (no worker runs here);
+    # how fast is the benchmark's business (start latency).
     response = bob.post("/api/tasks/crawl/runs/", json={"params": {"depth": "3"}})
-    elapsed = time.monotonic() - started
     assert response.status_code == 202, response.text
-    assert elapsed < 1.0
     run = response.json()
     assert set(run) >= RUN_KEYS
     assert response.headers["Location"] == run["url"] == f"/api/runs/{run['id']}/"

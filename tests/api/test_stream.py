@@ -17,6 +17,8 @@ import psutil
 import pytest
 from api_helpers import SERVER_ENV, Fleet, Stream, bearer, raw_stream_request, wait_for
 
+from tests.conftest import needs
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -300,8 +302,8 @@ def _last_seq(run_id: int) -> int:
     return Run.objects.values_list("last_seq", flat=True).get(pk=run_id)
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_prints_events_as_they_happen(api, tokens, run):
+    needs("curl", shutil.which("curl") is not None)
     curl = subprocess.Popen(
         ["curl", "-sN", "-H", f"Authorization: Bearer {tokens['bob']}",
          f"{api.url}/api/runs/{run.pk}/events/"],

@@ -5,7 +5,7 @@ import re
 import shutil
 from pathlib import Path
 
-from tests.conftest import PASSWORD, ROOT, child_script
+from tests.conftest import PASSWORD, ROOT, child_script, processes_with_key
 
 ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
 DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -68,26 +68,12 @@ def save_screenshot(page, name: str) -> Path:
 
 
 def run_processes(run_id: int):
-    """The run's live processes (its child and descendants), per psutil."""
-    import psutil
+    """The run's live processes, found as the worker finds them: by the run's key.
 
+    Every process the run started carries TASKRUNNER_PROCESS_KEY in its
+    environment, so a grandchild orphaned when its parent exits, or one that
+    left the group with setsid(), is still found.
+    """
     from taskrunner.models import Run
 
-    run = Run.objects.get(pk=run_id)
-    if not run.pid:
-        return []
-    try:
-        root = psutil.Process(run.pid)
-        if run.pid_create_time and abs(root.create_time() - run.pid_create_time) > 1:
-            return []
-        family = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-    alive = []
-    for proc in family:
-        try:
-            if proc.status() != psutil.STATUS_ZOMBIE:
-                alive.append(proc)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
+    return processes_with_key(Run.objects.get(pk=run_id).process_key)

@@ -82,6 +82,7 @@ def test_one_event_stream_whatever_the_number_of_tasks(live, page):
         run.request("abort")
 
 
+@pytest.mark.allow_network_errors("the server is stopped and restarted under the page")
 def test_staff_without_permission_sees_no_buttons_and_the_feed_reconnects(
     personas, start_server, worker, page
 ):

@@ -4,6 +4,9 @@ Options: --double-fork starts a daemon that leaves the tree (`daemon N`);
 --grandchild starts a child of its own that also prints (`grand N`);
 --setsid-descendant starts a descendant that leaves the process group with
 setsid() (as Playwright's Chromium does) and prints `escapee N`.
+--stamp ends every line (of every process) with the time it was printed
+(`line N 1700000000.123456`), so a test can tell when a line was printed
+without watching the clock itself.
 """
 
 import argparse
@@ -19,14 +22,21 @@ parser.add_argument("--grandchild", action="store_true")
 parser.add_argument("--setsid-descendant", action="store_true")
 parser.add_argument("--double-fork", action="store_true")
 parser.add_argument("--exit-code", type=int, default=0)
+parser.add_argument("--stamp", action="store_true")
 args = parser.parse_args()
 
 # Each line is one write(): processes sharing the pipe cannot interleave within
 # a line (print() with PYTHONUNBUFFERED writes the text and "\n" separately).
-LOOP = (
-    "import os,time\ni=0\n"
-    "while True:\n    i+=1\n    os.write(1, b'{0} %d\\n' % i)\n    time.sleep(0.05)\n"
-)
+if args.stamp:
+    LOOP = (
+        "import os,time\ni=0\nwhile True:\n    i+=1\n"
+        "    os.write(1, b'{0} %d %.6f\\n' % (i, time.time()))\n    time.sleep(0.05)\n"
+    )
+else:
+    LOOP = (
+        "import os,time\ni=0\n"
+        "while True:\n    i+=1\n    os.write(1, b'{0} %d\\n' % i)\n    time.sleep(0.05)\n"
+    )
 helpers = []
 if args.grandchild:
     helpers.append(subprocess.Popen([sys.executable, "-c", LOOP.format("grand")]))
@@ -48,6 +58,9 @@ for proc in helpers:
 i = 0
 while args.count == 0 or i < args.count:
     i += 1
-    os.write(1, b"line %d\n" % i)
+    if args.stamp:
+        os.write(1, b"line %d %.6f\n" % (i, time.time()))
+    else:
+        os.write(1, b"line %d\n" % i)
     time.sleep(args.interval)
 sys.exit(args.exit_code)
