@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
-from taskrunner.models import FINAL_STATUSES, EventKind, Run, RunEvent
+from taskrunner.events import store
+from taskrunner.events.store import Event
+from taskrunner.models import FINAL_STATUSES, EventKind, Run
 from taskrunner.wakeup import DatabaseWaker
 
-BATCH = 1000
 # An upper bound on a wait: a wake-up missed for any reason costs at most this.
 MAX_WAIT = 1.0
 INTERRUPT_CHECK = 0.1  # how soon Ctrl-C is noticed while waiting
@@ -31,37 +32,24 @@ class LogPrinter:
     def __init__(self, stdout: TextIO, stderr: TextIO):
         self.streams = {"stdout": stdout, "stderr": stderr}
 
-    def write(self, event: RunEvent) -> None:
+    def write(self, event: Event) -> None:
         out = self.streams.get(event.stream, self.streams["stdout"])
-        continued = bool(event.data and event.data.get("continued"))
-        out.write(event.text if continued else event.text + "\n")
+        out.write(event.text if event.continued else event.text + "\n")
 
     def flush(self) -> None:
         for out in self.streams.values():
             out.flush()
 
 
-def events_after(run_id: int, last: int, *, upto: int | None = None) -> Iterator[RunEvent]:
-    """Every event with seq > last (and <= upto), in order, read in batches."""
-    while True:
-        query = RunEvent.objects.filter(run_id=run_id, seq__gt=last)
-        if upto is not None:
-            query = query.filter(seq__lte=upto)
-        batch = list(query.order_by("seq")[:BATCH])
+def events_after(run_id: int, last: int, *, upto: int | None = None) -> Iterator[Event]:
+    """Every event with seq > last (and <= upto), in order, read in bounded batches."""
+    for batch in store.iter_after(run_id, last, upto=upto):
         yield from batch
-        if len(batch) < BATCH:
-            return
-        last = batch[-1].seq
 
 
 def tail_start(run_id: int, lines: int, upto: int) -> int:
     """The seq after which the last `lines` log lines (up to `upto`) begin."""
-    seqs = list(
-        RunEvent.objects.filter(run_id=run_id, kind=EventKind.LOG, seq__lte=upto)
-        .order_by("-seq")
-        .values_list("seq", flat=True)[:lines]
-    )
-    return seqs[-1] - 1 if seqs else upto
+    return store.tail_start(run_id, lines, upto)
 
 
 def print_events(run_id: int, last: int, printer: LogPrinter, upto: int | None = None):
