@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -184,7 +185,7 @@ class RunSubscription:
         # reading at all (its write is stuck): it is dropped, not served from
         # the database again, so it costs at most one buffer and one write.
         self.dropped = False
-        self._progress_at = hub.loop.time()  # when the cursor last moved
+        self._progress_at = time.monotonic()  # when it last asked for more
         self.wakeup = asyncio.Event()
         self._dead_end = -1  # a DB read up to this target found nothing
 
@@ -199,7 +200,7 @@ class RunSubscription:
             self.buffered = 0
             self.overflows += 1
             self.hub.stats["overflows"] += 1
-            if self.hub.loop.time() - self._progress_at > self.hub.stall_seconds:
+            if time.monotonic() - self._progress_at > self.hub.stall_seconds:
                 self.dropped = True
                 self.hub.stats["dropped"] += 1
                 self.hub.unsubscribe_run(self)
@@ -264,7 +265,7 @@ class RunSubscription:
         while not self.dropped:
             self.wakeup.clear()
             parts, end = self._take_buffered()
-            self._progress_at = self.hub.loop.time()  # it asks: it is reading
+            self._progress_at = time.monotonic()  # it asks: it is reading
             if parts or end:
                 return b"".join(parts) if len(parts) != 1 else parts[0], end
             target = self._read_target()
