@@ -13,7 +13,7 @@ import socket
 import httpx
 import psutil
 import pytest
-from conftest import wait_for
+from tests.conftest import wait_for
 
 LONG = 64 * 1024
 LINES = 3000  # ~200 MB of log, stored
