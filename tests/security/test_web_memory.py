@@ -13,6 +13,7 @@ import socket
 import httpx
 import psutil
 import pytest
+
 from tests.conftest import wait_for
 
 LONG = 64 * 1024
