@@ -8,11 +8,14 @@ formats them once as SSE bytes and hands the same bytes to every subscriber.
 The number of queries depends on how often the database changes, not on how
 many clients watch.
 
-Each subscriber has a bounded buffer. A client that does not keep up (slow
-network) overflows it; its buffer is dropped and the client reads what it
-missed from the database itself, in chunks, then takes the hub's feed again:
-memory stays bounded and the other clients are not slowed. The same path
-serves the first replay of a new client and any gap (`seq` not contiguous).
+Each subscriber has a buffer bounded in bytes. A client that does not keep
+up (slow network) overflows it; its buffer is dropped and the client reads
+what it missed from the database itself, in reads bounded in bytes, then
+takes the hub's feed again: memory stays bounded and the other clients are
+not slowed. The same path serves the first replay of a new client and any gap
+(`seq` not contiguous). A client whose buffer overflows while it has taken
+nothing for `TASKRUNNER_SSE_STALL_SECONDS` is not reading at all: it is
+dropped (its stream ends; it resumes with Last-Event-ID).
 
 The dashboard feed (`/api/events/`) is computed here too: on each wake one
 small query lists the runs whose `updated_at` moved (with a margin for commits

@@ -37,7 +37,7 @@ from typing import Any
 from django.db import connections, transaction
 from django.utils import timezone
 
-from taskrunner.events.payloads import iso_ms, to_ms
+from taskrunner.events.payloads import EPOCH, MILLISECOND, iso_ms, to_ms
 
 CHUNK_LINES = 4096
 CHUNK_CHARS = 256 * 1024
@@ -326,8 +326,6 @@ class RowReader:
 
 
 def _ms_datetime(ms: int) -> datetime:
-    from taskrunner.events.payloads import EPOCH, MILLISECOND
-
     return EPOCH + ms * MILLISECOND
 
 
