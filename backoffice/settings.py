@@ -251,9 +251,18 @@ TASKRUNNER_WORKER_DEAD_AFTER = env.float("TASKRUNNER_WORKER_DEAD_AFTER", default
 # Last-Event-ID), so restarts never wait on open streams.
 TASKRUNNER_SSE_KEEPALIVE_SECONDS = env.float("TASKRUNNER_SSE_KEEPALIVE_SECONDS", default=15.0)
 TASKRUNNER_SSE_MAX_SECONDS = env.float("TASKRUNNER_SSE_MAX_SECONDS", default=1800.0)
-# Unsent bytes one stream may lag behind before it re-reads from the database.
+# Unsent bytes one stream may lag behind before it re-reads from the database;
+# a stream whose buffer is full and that took nothing for STALL_SECONDS is
+# dropped (the client resumes with Last-Event-ID).
 TASKRUNNER_SSE_CLIENT_BUFFER_BYTES = env.int(
-    "TASKRUNNER_SSE_CLIENT_BUFFER_BYTES", default=8 * 1024 * 1024
+    "TASKRUNNER_SSE_CLIENT_BUFFER_BYTES", default=4 * 1024 * 1024
+)
+TASKRUNNER_SSE_STALL_SECONDS = env.float("TASKRUNNER_SSE_STALL_SECONDS", default=10.0)
+# Open event streams (run streams and dashboard feeds) allowed at once, per
+# user and per web process; beyond, a 429 `too_many`.
+TASKRUNNER_SSE_MAX_STREAMS_PER_USER = env.int("TASKRUNNER_SSE_MAX_STREAMS_PER_USER", default=100)
+TASKRUNNER_SSE_MAX_STREAMS_PER_PROCESS = env.int(
+    "TASKRUNNER_SSE_MAX_STREAMS_PER_PROCESS", default=2000
 )
 
 # The API answers a failed CSRF check with its JSON 403 (HTML elsewhere).

@@ -8,11 +8,14 @@ formats them once as SSE bytes and hands the same bytes to every subscriber.
 The number of queries depends on how often the database changes, not on how
 many clients watch.
 
-Each subscriber has a bounded buffer. A client that does not keep up (slow
-network) overflows it; its buffer is dropped and the client reads what it
-missed from the database itself, in chunks, then takes the hub's feed again:
-memory stays bounded and the other clients are not slowed. The same path
-serves the first replay of a new client and any gap (`seq` not contiguous).
+Each subscriber has a buffer bounded in bytes. A client that does not keep
+up (slow network) overflows it; its buffer is dropped and the client reads
+what it missed from the database itself, in reads bounded in bytes, then
+takes the hub's feed again: memory stays bounded and the other clients are
+not slowed. The same path serves the first replay of a new client and any gap
+(`seq` not contiguous). A client whose buffer overflows while it has taken
+nothing for `TASKRUNNER_SSE_STALL_SECONDS` is not reading at all: it is
+dropped (its stream ends; it resumes with Last-Event-ID).
 
 The dashboard feed (`/api/events/`) is computed here too: on each wake one
 small query lists the runs whose `updated_at` moved (with a margin for commits
@@ -27,9 +30,11 @@ waiting client holds neither a thread nor a connection: PITFALLS A-7, A-8).
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -43,17 +48,23 @@ from django.db import connections
 from django.utils import timezone
 
 from taskrunner import sse
-from taskrunner.models import ACTIVE_STATUSES, FINAL_STATUSES, Run, RunEvent
+from taskrunner.events import payloads, store
+from taskrunner.events.store import RowReader
+from taskrunner.models import ACTIVE_STATUSES, FINAL_STATUSES, Run
 from taskrunner.unavailable import is_database_unavailable
 from taskrunner.wakeup import ANYTHING, DatabaseWaker
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-FETCH_LIMIT = 20_000  # events per hub query (all watched runs together)
-CATCHUP_LIMIT = 10_000  # events per catch-up read of one client
-BUFFER_BYTES = 8 * 1024 * 1024  # a client's unsent backlog before it reads the DB itself
-YIELD_BYTES = 4 * 1024 * 1024  # at most this much handed to one write
+# Every read and buffer is bounded in bytes, never only in events: one long
+# line can weigh what a million short ones do.
+FETCH_BYTES = 8 * 1024 * 1024  # stored text per hub query (all watched runs together)
+CATCHUP_BYTES = 1024 * 1024  # SSE text per catch-up read of one client
+BUFFER_BYTES = 4 * 1024 * 1024  # a client's unsent backlog (TASKRUNNER_SSE_CLIENT_BUFFER_BYTES)
+YIELD_BYTES = 1024 * 1024  # at most this much handed to one write
+CHUNK_BYTES = 512 * 1024  # a shared chunk of SSE text: several fit in any buffer
+STALL_SECONDS = 10.0  # a client whose buffer is full and took nothing this long is dropped
 POLL_SECONDS = 2.0  # safety-net re-query even if no wake-up came (lost NOTIFY)
 DASHBOARD_POLL_SECONDS = 1.0  # cpu/memory samples may be written without a NOTIFY
 DASHBOARD_MARGIN = timedelta(seconds=30)  # a commit may land this long after updated_at
@@ -80,47 +91,86 @@ class Chunk:
         return self.data[start + 2 :] if start >= 0 else b""
 
 
-def _encode(rows: list[tuple]) -> list[tuple[int, Chunk]]:
-    """Rows `(run_id, seq, kind, stream, text, data, ts)` sorted by run and seq → chunks.
+def _encode(
+    rows: list[tuple], cursors: dict[int, int], max_bytes: int
+) -> tuple[list[tuple[int, Chunk]], bool]:
+    """Store rows (by run, then seq) → SSE chunks of the events after each run's cursor.
 
-    The hot loop of the whole stream path: plain log lines (most rows) are
-    formatted inline; other kinds go through `sse.RowEncoder`.
+    Stops once `max_bytes` of SSE text are made (at least one event each
+    call, so a reader always moves on): returns the chunks and whether it
+    stopped early (the caller reads again from where the chunks end). The
+    hot loop of the whole stream path.
     """
-    encoder = sse.RowEncoder()
-    quote = sse.encode_string
+    reader = RowReader()
+    frame = sse.frame
+    log_json = payloads.log_payload_json
     chunks: list[tuple[int, Chunk]] = []
     parts: list[str] = []
+    size = 0
     current = first = last = None
     final = None
-    ts_key: object = None
-    ts_text = ""
 
     def flush() -> None:
+        nonlocal first, final
         if parts:
             data = "".join(parts).encode("utf-8")
             chunks.append((current, Chunk(first, last, data, final)))
             parts.clear()
+        first, final = None, None
 
-    for run_id, seq, kind, stream, text, data, ts in rows:
+    mark = 0  # size when the current chunk began
+    for run_id, row_first, row_last, kind, ts_text, body in rows:
+        after = cursors.get(run_id, 0)
+        if row_last <= after:
+            continue
         if run_id != current:
             flush()
-            current, first, final = run_id, seq, None
-        last = seq
-        if kind == "log" and data is None:
-            if ts != ts_key:
-                ts_key, ts_text = ts, encoder.iso(ts)
-            parts.append(
-                f'id: {seq}\nevent: log\ndata: {{"seq": {seq}, "stream": {quote(stream)}, '
-                f'"line": {quote(text)}, "ts": "{ts_text}"}}\n\n'
+            current, mark = run_id, size
+        if parts and size >= max_bytes:
+            flush()
+            return chunks, True
+        base = reader.base_ms(ts_text)
+        if kind != "log":
+            data = json.loads(body)
+            text = frame(
+                row_first, kind, payloads.other_payload_json(row_first, data, reader.iso(base))
             )
+            if kind == "status" and isinstance(data, dict) and data.get("status") in FINAL_STATUSES:
+                final = (row_first, data["status"], data.get("exit_code"))
+            parts.append(text)
+            size += len(text)
+            first = row_first if first is None else first
+            last = row_first
             continue
-        parts.append(encoder.encode((seq, kind, stream, text, data, ts)))
-        if kind == "status":
-            status, exit_code = encoder.last_status
-            if status in FINAL_STATUSES:
-                final = (seq, status, exit_code)
+        streams, offsets, continued, texts = reader.log_parts(body)
+        start = max(0, after - row_first + 1)
+        marks = set(continued)
+        iso = reader.iso
+        ts = iso(base)
+        for i in range(start, len(texts)):
+            seq = row_first + i
+            if offsets:
+                ts = iso(base + offsets[i])
+            text = frame(
+                seq,
+                "log",
+                log_json(
+                    seq, "stderr" if streams[i] == "e" else "stdout", texts[i], ts, i in marks
+                ),
+            )
+            parts.append(text)
+            size += len(text)
+            if first is None:
+                first = seq
+            last = seq
+            if size >= max_bytes and i + 1 < len(texts):
+                flush()
+                return chunks, True
+            if size - mark >= CHUNK_BYTES:
+                flush()
+                mark = size
     flush()
-    return chunks
+    return chunks, False
 
 
 class RunSubscription:
@@ -135,11 +185,18 @@ class RunSubscription:
         self.chunks: deque[Chunk] = deque()
         self.buffered = 0
         self.overflows = 0
+        # A client whose buffer fills twice without it taking anything is not
+        # reading at all (its write is stuck): it is dropped, not served from
+        # the database again, so it costs at most one buffer and one write.
+        self.dropped = False
+        self._progress_at = time.monotonic()  # when it last asked for more
         self.wakeup = asyncio.Event()
         self._dead_end = -1  # a DB read up to this target found nothing
 
     def feed(self, chunk: Chunk) -> None:
         if chunk.last <= self.cursor:
+            return
+        if self.dropped:
             return
         if self.buffered + len(chunk.data) > self.hub.buffer_bytes:
             # Too slow: forget the backlog; next() reads the gap from the DB.
@@ -147,6 +204,11 @@ class RunSubscription:
             self.buffered = 0
             self.overflows += 1
             self.hub.stats["overflows"] += 1
+            if time.monotonic() - self._progress_at > self.hub.stall_seconds:
+                self.dropped = True
+                self.hub.stats["dropped"] += 1
+                self.hub.unsubscribe_run(self)
+                return
         else:
             self.chunks.append(chunk)
             self.buffered += len(chunk.data)
@@ -204,9 +266,10 @@ class RunSubscription:
         end = self._end_after(None)
         if end:
             return b"", end
-        while True:
+        while not self.dropped:
             self.wakeup.clear()
             parts, end = self._take_buffered()
+            self._progress_at = time.monotonic()  # it asks: it is reading
             if parts or end:
                 return b"".join(parts) if len(parts) != 1 else parts[0], end
             target = self._read_target()
@@ -224,6 +287,7 @@ class RunSubscription:
                     await self.wakeup.wait()
             except TimeoutError:
                 return None, None
+        return b"", None  # dropped: the stream ends; the client resumes with Last-Event-ID
 
 
 class DashboardSubscription:
@@ -267,6 +331,7 @@ class Hub:
         self.buffer_bytes = int(
             getattr(settings, "TASKRUNNER_SSE_CLIENT_BUFFER_BYTES", BUFFER_BYTES)
         )
+        self.stall_seconds = float(getattr(settings, "TASKRUNNER_SSE_STALL_SECONDS", STALL_SECONDS))
         self.runs: dict[int, set[RunSubscription]] = {}
         self.frontier: dict[int, int] = {}  # per watched run: highest seq fetched
         self.dashboards: set[DashboardSubscription] = set()
@@ -288,6 +353,7 @@ class Hub:
             "catchup_reads": 0,
             "dashboard_queries": 0,
             "overflows": 0,
+            "dropped": 0,
             "events_fetched": 0,
             "reader_starts": 0,
         }
@@ -365,8 +431,9 @@ class Hub:
 
     async def read_run(self, run_id: int, after: int) -> Chunk | None:
         self.stats["catchup_reads"] += 1
-        rows = await self.db(lambda: _fetch_rows({run_id: after}, CATCHUP_LIMIT))
-        chunks = _encode(rows)
+        cursors = {run_id: after}
+        rows = await self.db(lambda: store.fetch_after(cursors, CATCHUP_BYTES))
+        chunks, _ = _encode(rows, cursors, CATCHUP_BYTES)
         return chunks[0][1] if chunks else None
 
     async def read_active_runs(self) -> bytes:
@@ -434,10 +501,11 @@ class Hub:
         self._more = False
         if cursors:
             self.stats["fetches"] += 1
-            rows = await self.db(lambda: _fetch_rows(cursors, FETCH_LIMIT))
-            self._more = len(rows) >= FETCH_LIMIT
-            self.stats["events_fetched"] += len(rows)
-            for run_id, chunk in _encode(rows):
+            rows = await self.db(lambda: store.fetch_after(cursors, FETCH_BYTES))
+            chunks, stopped = _encode(rows, cursors, FETCH_BYTES)
+            self._more = stopped or len(rows) >= store.MAX_ROWS or _cut_short(rows, FETCH_BYTES)
+            self.stats["events_fetched"] += sum(c.last - c.first + 1 for _, c in chunks)
+            for run_id, chunk in chunks:
                 subs = self.runs.get(run_id)
                 if not subs:
                     continue
@@ -496,6 +564,11 @@ class Hub:
         }
 
 
+def _cut_short(rows: list[tuple], budget: int) -> bool:
+    """The byte budget (not the end of the data) may have ended this read."""
+    return sum(len(row[5]) for row in rows) >= budget
+
+
 def _runs_for_json():
     return Run.objects.select_related("task", "requested_by").prefetch_related("actions")
 
@@ -504,32 +577,6 @@ def _run_event(run: Run) -> bytes:
     from taskrunner.serializers import run_json
 
     return sse.event(run_json(run), event="run")
-
-
-def _fetch_rows(cursors: dict[int, int], limit: int) -> list[tuple]:
-    """New events of several runs in one query: `(run_id, seq, kind, stream, text, data, ts)`.
-
-    Raw SQL on purpose: the ORM's per-row converters (the datetime parse on
-    SQLite above all) would cost more than everything else on this path.
-    """
-    connection = connections["default"]
-    table = connection.ops.quote_name(RunEvent._meta.db_table)
-    # A bare `ts` would go through Django's datetime converter (SQLite) or
-    # timestamptz loader (PostgreSQL: a quarter of the web process's time at
-    # 1,000,000 lines, py-spy) for every row; as text it is parsed once per
-    # batch (events share a ts).
-    ts = "CAST(ts AS TEXT)"
-    where = " OR ".join(["(run_id = %s AND seq > %s)"] * len(cursors))
-    params: list[int] = []
-    for run_id, after in cursors.items():
-        params += [run_id, after]
-    sql = (
-        f"SELECT run_id, seq, kind, stream, text, data, {ts} FROM {table} "  # noqa: S608 - no user text
-        f"WHERE {where} ORDER BY run_id, seq LIMIT %s"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, limit])
-        return cursor.fetchall()
 
 
 # --- one hub per process (per event loop) -----------------------------------

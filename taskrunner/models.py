@@ -6,7 +6,6 @@ methods of `RunQuerySet`.
 """
 
 import hashlib
-import json
 import re
 import secrets
 from datetime import timedelta
@@ -18,6 +17,8 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 
 from taskrunner import params as params_mod
+from taskrunner.events.store import append_events
+from taskrunner.process.output import EventKind
 
 
 class RunStatus(models.TextChoices):
@@ -70,11 +71,8 @@ class ActionKind(models.TextChoices):
 CONTROL_ACTIONS = frozenset({ActionKind.PAUSE, ActionKind.RESUME, ActionKind.ABORT})
 
 
-class EventKind(models.TextChoices):
-    LOG = "log"
-    PROGRESS = "progress"
-    STATUS = "status"
-    MESSAGE = "message"
+# The vocabulary of events lives with the Django-free process core, which makes them.
+EVENT_KIND_CHOICES = [(kind.value, kind.value.capitalize()) for kind in EventKind]
 
 
 class ActionNotAllowed(Exception):
@@ -519,103 +517,6 @@ class Run(models.Model):
         return bool(changed)
 
 
-def append_events(run_id: int, events: list[tuple]) -> tuple[int, int]:
-    """Store events `(kind, stream, text, data[, ts])` with the run's next sequence numbers.
-
-    Returns the first and last `seq` used. The counter is bumped with an
-    UPDATE first, so the row stays write-locked until commit: events of one
-    run are committed in `seq` order, and a reader following `seq > N` never
-    skips one.
-    """
-    if not events:
-        return (0, 0)
-    now = timezone.now()
-    # No savepoint when nested (the worker stores several runs in one
-    # transaction): a failure rolls the whole batch back, which is retried.
-    with transaction.atomic(savepoint=False):
-        last = _bump_last_seq(run_id, len(events))
-        first = last - len(events) + 1
-        _insert_events(run_id, first, events, now)
-        notify("event", run_id)
-    return (first, last)
-
-
-def _bump_last_seq(run_id: int, count: int) -> int:
-    """Add `count` to the run's counter and return its new value, in one statement."""
-    table = connection.ops.quote_name(Run._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET last_seq = last_seq + %s WHERE id = %s RETURNING last_seq",  # noqa: S608
-            [count, run_id],
-        )
-        row = cursor.fetchone()
-    if row is None:
-        raise Run.DoesNotExist(f"No run {run_id}.")
-    return row[0]
-
-
-# COPY text format: a backslash, tab, newline or carriage return in a value is escaped.
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_COPY_NULL = "\\N"
-
-
-def _insert_events(run_id: int, first: int, events: list[tuple], now) -> None:
-    """Insert events without the ORM's per-row work: this is the log's hot path.
-
-    PostgreSQL takes them with COPY; SQLite with one executemany. Both are
-    several times faster than bulk_create for hundreds of thousands of lines.
-    """
-    table = connection.ops.quote_name(RunEvent._meta.db_table)
-    columns = "run_id, seq, kind, stream, text, data, ts"
-    dumps = json.dumps
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # COPY's text format built here in one string: psycopg's write_row
-            # adapts each of the 7 values of each row one by one, which was
-            # most of the supervisor's time at 1,000,000 lines (py-spy).
-            stamps: dict[int, str] = {}
-            rows = []
-            for seq, event in enumerate(events, first):
-                data = event[3]
-                ts = event[4] if len(event) > 4 else now
-                stamp = stamps.get(id(ts))
-                if stamp is None:
-                    stamp = stamps[id(ts)] = ts.isoformat()
-                payload = _COPY_NULL if data is None else dumps(data).translate(_COPY_ESCAPES)
-                rows.append(
-                    f"{run_id}\t{seq}\t{event[0]}\t{event[1]}\t"
-                    f"{event[2].translate(_COPY_ESCAPES)}\t{payload}\t{stamp}\n"
-                )
-            with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                copy.write("".join(rows))
-            return
-        # Lines read together share one timestamp object: adapt each once.
-        adapt = connection.ops.adapt_datetimefield_value
-        adapted: dict[int, str] = {}
-
-        def stamp(ts) -> str:
-            key = id(ts)
-            if key not in adapted:
-                adapted[key] = adapt(ts)
-            return adapted[key]
-
-        cursor.executemany(
-            f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s, %s, %s)",  # noqa: S608
-            [
-                (
-                    run_id,
-                    seq,
-                    event[0],
-                    event[1],
-                    event[2],
-                    None if event[3] is None else dumps(event[3]),
-                    stamp(event[4] if len(event) > 4 else now),
-                )
-                for seq, event in enumerate(events, first)
-            ],
-        )
-
-
 NOTIFY_CHANNEL = "taskrunner"
 
 
@@ -631,34 +532,38 @@ def notify(kind: str, run_id: int) -> None:
             cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, f"{kind}:{run_id}"])
 
 
-class RunEvent(models.Model):
-    """One thing that happened in a run: a log line, progress, status or message."""
+class EventChunk(models.Model):
+    """Consecutive events of one run: many log lines, or one other event.
 
-    # No index of its own (the unique (run, seq) index serves every lookup by
-    # run) and no database-level constraint (the ORM still cascades deletes):
-    # each costs the insert of every log line, and this table takes millions.
+    The layout (and why) is in `taskrunner.events.store`, which owns this
+    table: nothing else reads or writes it.
+    """
+
+    # No index of its own (the unique (run, last_seq) index serves every
+    # lookup by run) and no database-level constraint (the ORM still cascades
+    # deletes): each would cost every insert on the log's hot path.
     run = models.ForeignKey(
         Run,
         on_delete=models.CASCADE,
-        related_name="events",
+        related_name="event_chunks",
         db_index=False,
         db_constraint=False,
     )
-    seq = models.PositiveBigIntegerField()
-    kind = models.CharField(max_length=8, choices=EventKind.choices)
-    stream = models.CharField(max_length=6, blank=True)  # stdout or stderr, for log lines
-    text = models.TextField(blank=True)  # the log line
-    # Payload of progress/status/message events; {"continued": true} marks a
-    # piece of an over-long log line that goes on in the next event.
-    data = models.JSONField(null=True, blank=True)
-    ts = models.DateTimeField()
+    first_seq = models.PositiveBigIntegerField()
+    last_seq = models.PositiveBigIntegerField()
+    kind = models.CharField(max_length=8, choices=EVENT_KIND_CHOICES)
+    ts = models.DateTimeField()  # of the first event; log lines add their offset
+    body = models.TextField()  # packed log lines, or the event's JSON data
+    size = models.PositiveIntegerField()  # characters of body, for pruning and budgets
 
     class Meta:
-        ordering = ["run", "seq"]
-        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="event_run_seq")]
+        ordering = ["run", "last_seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "last_seq"], name="event_chunk_run_last_seq")
+        ]
 
     def __str__(self) -> str:
-        return f"{self.run_id}#{self.seq} {self.kind}"
+        return f"{self.run_id}#{self.first_seq}-{self.last_seq} {self.kind}"
 
 
 class RunAction(models.Model):

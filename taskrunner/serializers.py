@@ -1,18 +1,11 @@
 """The JSON shapes of the contract (shared/API.md): Run, Task and events."""
 
-from datetime import UTC, datetime
 from typing import Any
 
 from django.urls import NoReverseMatch, reverse
 
-
-def iso(value: datetime | None) -> str | None:
-    """UTC with milliseconds and a Z, as in the contract's examples."""
-    if value is None:
-        return None
-    return (
-        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    )
+from taskrunner.events import payloads
+from taskrunner.events.payloads import iso
 
 
 def _url(name: str, *args: Any) -> str | None:
@@ -77,18 +70,5 @@ def task_json(task, *, active_runs=None, last_run=None) -> dict[str, Any]:
 
 
 def event_payload(event) -> dict[str, Any]:
-    """The `data:` of an SSE event for a stored RunEvent."""
-    if event.kind == "log":
-        payload = {
-            "seq": event.seq,
-            "stream": event.stream,
-            "line": event.text,
-            "ts": iso(event.ts),
-        }
-        if event.data and event.data.get("continued"):
-            payload["continued"] = True
-        return payload
-    payload = dict(event.data or {})
-    payload["seq"] = event.seq
-    payload["ts"] = iso(event.ts)
-    return payload
+    """The `data:` of an SSE event for a store `Event` (built in `taskrunner.events.payloads`)."""
+    return payloads.payload(event)

@@ -12,21 +12,15 @@ response; no Django, no I/O, unit-tested in tests/api/test_sse.py.
 - `id:` and `event:` values cannot hold a line ending or NUL (they would end
   the field or be ignored by the browser); they are refused.
 
-The hot path (`encode_rows`) formats stored event rows directly, caching the
-timestamp text of a batch: a web process must push hundreds of thousands of
-log lines a second through it.
+The hot path (`frame`) is a plain f-string: a web process must push hundreds
+of thousands of log lines a second through it (the hub's `_encode`).
 """
 
 import json
 import re
-from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
-from taskrunner.serializers import iso
-
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
-encode_string = json.encoder.encode_basestring_ascii  # the C accelerator when present
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(", ", ": ")).encode
 
 KEEPALIVE = b": keepalive\n\n"
@@ -63,54 +57,13 @@ def event(data: Any, *, event: str | None = None, id: int | str | None = None) -
     return "".join(parts).encode("utf-8")
 
 
-class RowEncoder:
-    """Formats stored events `(seq, kind, stream, text, data, ts)` as SSE text.
+def frame(seq: int, kind: str, payload_json: str) -> str:
+    """One stored event as stream text: its payload (one line of ASCII JSON) with its id.
 
-    The payload is exactly `serializers.event_payload(event)`. Rows may come
-    from raw SQL: `data` as JSON text, `ts` as SQLite's text or a datetime.
-    The timestamp's text is cached, since a batch of events shares one `ts`.
-    `last_status` holds `(status, exit_code)` of the last `status` event.
+    `kind` is one of the store's event kinds (never user text); the payload
+    comes from `taskrunner.events.payloads`, the one place payloads are built.
     """
-
-    def __init__(self) -> None:
-        self._ts: object = None
-        self._ts_text = ""
-        self.last_status: tuple[str | None, int | None] = (None, None)
-
-    def iso(self, ts: datetime | str) -> str:
-        if ts != self._ts:
-            value = ts
-            if isinstance(value, str):  # SQLite: "YYYY-MM-DD HH:MM:SS.ffffff", UTC
-                value = datetime.fromisoformat(value)
-                if value.tzinfo is None:
-                    value = value.replace(tzinfo=UTC)
-            self._ts, self._ts_text = ts, iso(value) or ""
-        return self._ts_text
-
-    def encode(self, row: tuple) -> str:
-        seq, kind, stream, text, data, ts = row
-        if isinstance(data, str | bytes):
-            data = json.loads(data)
-        if kind == "log":
-            extra = ', "continued": true' if data and data.get("continued") else ""
-            return (
-                f'id: {seq}\nevent: log\ndata: {{"seq": {seq}, "stream": {encode_string(stream)}, '
-                f'"line": {encode_string(text)}, "ts": "{self.iso(ts)}"{extra}}}\n\n'
-            )
-        payload = dict(data) if isinstance(data, Mapping) else {}
-        if kind == "status":
-            self.last_status = (payload.get("status"), payload.get("exit_code"))
-        payload["seq"] = seq
-        payload["ts"] = self.iso(ts)
-        return f"id: {seq}\nevent: {_check_field('event', kind)}\ndata: {_dumps(payload)}\n\n"
-
-    def encode_rows(self, rows: Iterable[tuple]) -> bytes:
-        return "".join([self.encode(row) for row in rows]).encode("utf-8")
-
-
-def encode_rows(rows: Iterable[tuple]) -> bytes:
-    """Many stored events as one chunk of the stream (one write, not one per event)."""
-    return RowEncoder().encode_rows(rows)
+    return f"id: {seq}\nevent: {kind}\ndata: {payload_json}\n\n"
 
 
 def end(status: str, exit_code: int | None) -> bytes:

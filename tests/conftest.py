@@ -42,6 +42,14 @@ def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: f
         time.sleep(interval)
 
 
+def stored_events(run_id: int, kind: str | None = None) -> list:
+    """A run's stored events, in order, read through the event store (one per line)."""
+    from taskrunner.events import store
+
+    events = [e for batch in store.iter_after(run_id, 0) for e in batch]
+    return [e for e in events if kind is None or e.kind == kind]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -14,8 +14,8 @@ import psutil
 import pytest
 from django.db import connection
 
-from taskrunner.models import Run, RunEvent, RunStatus, Task
-from tests.conftest import child_script, wait_for
+from taskrunner.models import EventChunk, Run, RunStatus, Task
+from tests.conftest import child_script, stored_events, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -52,7 +52,7 @@ def event_table_locked():
             host=settings["HOST"] or None,
             port=settings["PORT"] or None,
         )
-        table = connection.ops.quote_name(RunEvent._meta.db_table)
+        table = connection.ops.quote_name(EventChunk._meta.db_table)
         try:
             holder.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
             yield
@@ -67,7 +67,9 @@ def test_a_child_outpacing_the_database_is_slowed_and_nothing_is_dropped(worker,
         name="flood", argv=[*child_script("flood"), str(LINES), str(go), str(blocked)]
     )
     run = task.start({})
-    wait_for(lambda: RunEvent.objects.filter(run=run, text="waiting for go").exists(), timeout=30)
+    wait_for(
+        lambda: any(e.text == "waiting for go" for e in stored_events(run.pk, "log")), timeout=30
+    )
     worker_proc = psutil.Process(worker.pid)
     child = psutil.Process(Run.objects.get(pk=run.pk).pid)
     rss_before = worker_proc.memory_info().rss
@@ -92,6 +94,6 @@ def test_a_child_outpacing_the_database_is_slowed_and_nothing_is_dropped(worker,
     )
     run = Run.objects.get(pk=run.pk)
     assert run.status == RunStatus.SUCCEEDED, run.error
-    texts = RunEvent.objects.filter(run=run, kind="log", text__startswith="f ").order_by("seq")
-    numbers = [int(text.split()[1]) for text in texts.values_list("text", flat=True)]
+    texts = [e.text for e in stored_events(run.pk, "log") if e.text.startswith("f ")]
+    numbers = [int(text.split()[1]) for text in texts]
     assert numbers == list(range(1, LINES + 1)), "a line was dropped, repeated or reordered"

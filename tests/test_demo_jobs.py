@@ -11,7 +11,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 
-from taskrunner.models import Run, RunEvent, RunStatus, Task
+from taskrunner.events import store
+from taskrunner.models import Run, RunStatus, Task
 from tests.conftest import ROOT, all_stopped, gone, subprocess_env, wait_for
 from tests.test_cli import cli, run_family
 
@@ -82,8 +83,8 @@ def test_smoke_tests_pass_against_the_running_site(start_worker):
 
 
 def log_lines(run: Run, prefix: str) -> list[str]:
-    texts = RunEvent.objects.filter(run=run, kind="log", text__startswith=prefix)
-    return list(texts.values_list("text", flat=True))
+    events = [e for batch in store.iter_after(run.pk, 0, log_only=True) for e in batch]
+    return [e.text for e in events if e.text.startswith(prefix)]
 
 
 def test_crawler_answers_commands_pauses_its_fetcher_and_aborts_cleanly(worker):
@@ -99,7 +100,11 @@ def test_crawler_answers_commands_pauses_its_fetcher_and_aborts_cleanly(worker):
     answer = wait_for(lambda: log_lines(run, "status: "))[0]
     fetcher_pid = family[1].pid
     assert f"fetcher_pid={fetcher_pid}" in answer
-    message = wait_for(lambda: RunEvent.objects.filter(run=run, kind="message").first())
+    message = wait_for(
+        lambda: next(
+            (e for b in store.iter_after(run.pk, 0) for e in b if e.kind == "message"), None
+        )
+    )
     assert message.data["name"] == "status" and message.data["data"]["fetcher_pid"] == fetcher_pid
     wait_for(lambda: log_lines(run, "ok: rate is now 40"))
 

@@ -24,6 +24,7 @@ from tests.conftest import (
     gone,
     none_stopped,
     processes_with_key,
+    stored_events,
     wait_for,
 )
 
@@ -55,9 +56,13 @@ def wait_final(run: Run, timeout: float = 15.0) -> Run:
     return wait_status(run, *FINAL_STATUSES, timeout=timeout)
 
 
+def events_of(run: Run, kind: str | None = None) -> list:
+    """The run's events, in order, read through the event store."""
+    return stored_events(run.pk, kind)
+
+
 def log_lines(run: Run, prefix: str = "") -> list[str]:
-    lines = run.events.filter(kind="log").order_by("seq").values_list("text", flat=True)
-    return [line for line in lines if line.startswith(prefix)]
+    return [e.text for e in events_of(run, "log") if e.text.startswith(prefix)]
 
 
 def numbers(run: Run, prefix: str = "line ") -> list[int]:
@@ -65,7 +70,7 @@ def numbers(run: Run, prefix: str = "line ") -> list[int]:
 
 
 def statuses_of(run: Run) -> list[str]:
-    return [e.data["status"] for e in run.events.filter(kind="status").order_by("seq").only("data")]
+    return [e.data["status"] for e in events_of(run, "status")]
 
 
 def processes(run: Run) -> list[psutil.Process]:
@@ -360,8 +365,10 @@ def test_messy_output_is_stored_whole_and_in_order_with_flat_memory(worker):
         "split char: é ok",
         "progress 100%",
     ]
-    assert run.events.get(kind="message").data == {"name": "nul", "data": {"v": "a\ufffdb"}}
-    pieces = run.events.filter(kind="log", text__startswith="xxx").order_by("seq")
+    assert [e.data for e in events_of(run, "message")] == [
+        {"name": "nul", "data": {"v": "a\ufffdb"}}
+    ]
+    pieces = [e for e in events_of(run, "log") if e.text.startswith("xxx")]
     assert sum(len(p.text) for p in pieces) == 5 * 1024 * 1024
     assert [bool(p.data) for p in pieces] == [True] * (len(pieces) - 1) + [False]
     counted = [line for line in lines if line.startswith("n ")]
@@ -392,9 +399,9 @@ def test_protocol_lines_and_standard_input(worker):
     assert run.status == RunStatus.SUCCEEDED, run.error
     assert run.result == {"answer": 42, "params": {"who": "bob"}}
     assert run.progress == {"current": 0.75, "total": None, "fraction": 0.75, "message": ""}
-    kinds = [e.kind for e in run.events.exclude(kind="status").order_by("seq")]
+    kinds = [e.kind for e in events_of(run) if e.kind != "status"]
     assert kinds[:2] == ["progress", "message"]
-    message = run.events.get(kind="message")
+    (message,) = events_of(run, "message")
     assert message.data == {"name": "hello", "data": {"n": 1}}
     assert log_lines(run, "::") == ["::progress not-a-number", "::unknown thing"]
     assert log_lines(run, "params") == ["params {'who': 'bob'}"]

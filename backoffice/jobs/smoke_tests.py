@@ -85,7 +85,7 @@ def check_models_round_trip() -> None:
             fresh = Run.objects.get(pk=run.pk)
             expect(fresh.params == {"n": 3}, f"params came back as {fresh.params!r}")
             expect(fresh.status == "queued", f"a new run is {fresh.status}")
-            expect(fresh.events.filter(kind="status").exists(), "no status event recorded")
+            expect(fresh.event_chunks.filter(kind="status").exists(), "no status event recorded")
             expect(fresh.actions.filter(action="start").exists(), "no start action recorded")
             try:
                 task.start({"n": "many"})

@@ -18,6 +18,7 @@ STATUS_OF_CODE = {
     "method_not_allowed": 405,
     "conflict": 409,
     "too_large": 413,
+    "too_many": 429,
     "asgi_required": 501,
     "internal": 500,
     "unavailable": 503,

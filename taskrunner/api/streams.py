@@ -31,12 +31,74 @@ from taskrunner import sse
 from taskrunner.api.access import api_view
 from taskrunner.api.errors import ApiError, invalid, not_found
 from taskrunner.api.views import MAX_ID, get_task, task_detail
+from taskrunner.events import store
 from taskrunner.hub import Hub, get_hub, release_request_thread
-from taskrunner.models import FINAL_STATUSES, Run, RunEvent
+from taskrunner.models import FINAL_STATUSES, Run
 
 logger = logging.getLogger(__name__)
 RETRY_MS = 1000
-LOG_CHUNK = 5000
+LOG_BYTES = 1024 * 1024  # log text read per query of the text log
+
+
+def max_streams_per_user() -> int:
+    return int(getattr(settings, "TASKRUNNER_SSE_MAX_STREAMS_PER_USER", 100))
+
+
+def max_streams_per_process() -> int:
+    return int(getattr(settings, "TASKRUNNER_SSE_MAX_STREAMS_PER_PROCESS", 2000))
+
+
+class StreamSlots:
+    """Open SSE streams of this process, per user: beyond a cap, `429 too_many`.
+
+    A slot is taken before the 200 is sent and given back once, by whichever
+    comes first: the generator's `finally` or the response's close (Django
+    calls it even when the generator never started).
+    """
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_user: dict[object, int] = {}
+
+    def take(self, user_key: object):
+        if self.total >= max_streams_per_process():
+            raise ApiError("too_many", "This server has too many open streams; try again later.")
+        if self.by_user.get(user_key, 0) >= max_streams_per_user():
+            raise ApiError(
+                "too_many",
+                f"Too many open streams for one user (at most {max_streams_per_user()}); "
+                "close some first.",
+            )
+        self.total += 1
+        self.by_user[user_key] = self.by_user.get(user_key, 0) + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            self.total -= 1
+            left = self.by_user[user_key] - 1
+            if left:
+                self.by_user[user_key] = left
+            else:
+                del self.by_user[user_key]
+
+        return release
+
+
+slots = StreamSlots()
+
+
+async def _user_key(request: HttpRequest) -> object:
+    user = await request.auser()
+    return user.pk
+
+
+def _capped(response: StreamingHttpResponse, release) -> StreamingHttpResponse:
+    response._resource_closers.append(release)
+    return response
 
 
 def keepalive_seconds() -> float:
@@ -160,10 +222,12 @@ async def _run_stream(request: HttpRequest, run_id: int) -> HttpResponse:
         if explicit and cursor >= state["last_seq"]:
             return HttpResponse(status=204)  # the end was seen: stop reconnecting
         final_at = (state["last_seq"], state["status"], state["exit_code"])
-    return _stream_response(_run_events(hub, run_id, cursor, state["last_seq"], final_at))
+    release = slots.take(await _user_key(request))
+    events = _run_events(hub, run_id, cursor, state["last_seq"], final_at, release)
+    return _capped(_stream_response(events), release)
 
 
-async def _run_events(hub: Hub, run_id: int, cursor: int, frontier: int, final_at):
+async def _run_events(hub: Hub, run_id: int, cursor: int, frontier: int, final_at, release):
     await release_request_thread()
     sub = hub.subscribe_run(run_id, cursor, frontier=frontier, final_at=final_at)
     loop = asyncio.get_running_loop()
@@ -176,6 +240,8 @@ async def _run_events(hub: Hub, run_id: int, cursor: int, frontier: int, final_a
             if remaining <= 0:
                 return  # lifetime cap: the client reconnects with Last-Event-ID
             data, end = await _unless_unavailable(hub, sub.next(min(keepalive, remaining)))
+            if sub.dropped:
+                return  # it stopped reading: it resumes with Last-Event-ID
             if data is None:
                 if loop.time() < deadline:
                     yield sse.KEEPALIVE
@@ -193,6 +259,7 @@ async def _run_events(hub: Hub, run_id: int, cursor: int, frontier: int, final_a
         yield _stream_error()
     finally:
         hub.unsubscribe_run(sub)
+        release()
 
 
 @api_view({"GET": None})
@@ -239,11 +306,12 @@ async def dashboard_events(request: HttpRequest) -> HttpResponse:
     _require_asgi(request)
     if request.method == "HEAD":
         return _stream_response_head()
+    release = slots.take(await _user_key(request))
     await _let_go_of_the_connection()
-    return _stream_response(_dashboard(get_hub()))
+    return _capped(_stream_response(_dashboard(get_hub(), release)), release)
 
 
-async def _dashboard(hub: Hub):
+async def _dashboard(hub: Hub, release):
     await release_request_thread()
     sub = await hub.subscribe_dashboard()
     loop = asyncio.get_running_loop()
@@ -265,48 +333,47 @@ async def _dashboard(hub: Hub):
         yield _stream_error()
     finally:
         hub.unsubscribe_dashboard(sub)
+        release()
 
 
 # --- the log as text -------------------------------------------------------------
 
 
-def _log_text(rows: list[tuple]) -> str:
+def _log_text(events: list[store.Event]) -> str:
     parts = []
-    for text, data in rows:
-        parts.append(text)
-        if not (isinstance(data, dict) and data.get("continued")):
+    for event in events:
+        parts.append(event.text)
+        if not event.continued:
             parts.append("\n")
     return "".join(parts)
 
 
-def _log_rows(run_id: int, after: int) -> tuple[list[tuple], int]:
-    rows = list(
-        RunEvent.objects.filter(run_id=run_id, kind="log", seq__gt=after)
-        .order_by("seq")
-        .values_list("seq", "text", "data")[:LOG_CHUNK]
-    )
-    last = rows[-1][0] if rows else after
-    return [(text, data) for _, text, data in rows], last
+def _log_batch(run_id: int, after: int) -> tuple[str, int, bool]:
+    """Log text after seq `after`, at most about LOG_BYTES: (text, last seq, more to come)."""
+    events = store.read_after(run_id, after, max_events=100_000, max_bytes=LOG_BYTES, log_only=True)
+    if not events:
+        return "", after, False
+    return _log_text(events), events[-1].seq, True
 
 
 async def _log_async(hub: Hub, run_id: int):
     await release_request_thread()
     after = 0
     while True:
-        rows, after = await hub.db(lambda after=after: _log_rows(run_id, after))
-        if rows:
-            yield _log_text(rows).encode("utf-8", "replace")
-        if len(rows) < LOG_CHUNK:
+        text, after, more = await hub.db(lambda after=after: _log_batch(run_id, after))
+        if text:
+            yield text.encode("utf-8", "replace")
+        if not more:
             return
 
 
 def _log_sync(run_id: int):
     after = 0
     while True:
-        rows, after = _log_rows(run_id, after)
-        if rows:
-            yield _log_text(rows).encode("utf-8", "replace")
-        if len(rows) < LOG_CHUNK:
+        text, after, more = _log_batch(run_id, after)
+        if text:
+            yield text.encode("utf-8", "replace")
+        if not more:
             connections.close_all()
             return
 

@@ -12,13 +12,13 @@ from django.urls import reverse
 
 from taskrunner.api.access import api_view, read_json, require_perm
 from taskrunner.api.errors import ApiError, conflict, invalid, not_found
+from taskrunner.events import store
 from taskrunner.models import (
     ACTIVE_STATUSES,
     ActionKind,
     ActionNotAllowed,
     Run,
     RunAction,
-    RunEvent,
     RunStatus,
     Task,
     Via,
@@ -253,22 +253,24 @@ def run_input(request: HttpRequest, run_id: int) -> HttpResponse:
     return _control(request, run_id, ActionKind.INPUT, data)
 
 
+EVENT_LIST_BYTES = 2 * 1024 * 1024  # of event text per page, whatever `limit` says
+
+
 @api_view({"GET": None})
 def run_event_list(request: HttpRequest, run_id: int) -> HttpResponse:
-    """Events before `?before=SEQ` (or the last ones), oldest first: the log viewer's pager."""
+    """Events before `?before=SEQ` (or the last ones), oldest first: the log viewer's pager.
+
+    A page stops at `limit` events or about 2 MiB of their text, whichever
+    comes first; the next page is asked for with `before` = its first seq.
+    """
     run = get_run(run_id)
     before = _int_param(request, "before", None, 1, MAX_ID)
     limit = _int_param(request, "limit", 1000, 1, 5000)
-    events = RunEvent.objects.filter(run=run)
-    if before is not None:
-        events = events.filter(seq__lt=before)
-    page = list(events.order_by("-seq")[:limit])
-    page.reverse()
-    first = RunEvent.objects.filter(run=run).order_by("seq").values_list("seq", flat=True).first()
+    page = store.read_before(run.pk, before, max_events=limit, max_bytes=EVENT_LIST_BYTES)
     return _json(
         {
             "events": [{"seq": e.seq, "event": e.kind, "data": event_payload(e)} for e in page],
-            "first_seq": first,
+            "first_seq": store.first_seq(run.pk),
         }
     )
 

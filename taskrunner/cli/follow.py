@@ -17,10 +17,11 @@ from contextlib import contextmanager
 from typing import TextIO
 
 from taskrunner.cli.text import terminal_safe
-from taskrunner.models import FINAL_STATUSES, EventKind, Run, RunEvent
+from taskrunner.events import store
+from taskrunner.events.store import Event
+from taskrunner.models import FINAL_STATUSES, EventKind, Run
 from taskrunner.wakeup import DatabaseWaker
 
-BATCH = 1000
 # An upper bound on a wait: a wake-up missed for any reason costs at most this.
 MAX_WAIT = 1.0
 INTERRUPT_CHECK = 0.1  # how soon Ctrl-C is noticed while waiting
@@ -40,12 +41,11 @@ class LogPrinter:
             name: not raw and is_terminal(stream) for name, stream in self.streams.items()
         }
 
-    def write(self, event: RunEvent) -> None:
+    def write(self, event: Event) -> None:
         name = event.stream if event.stream in self.streams else "stdout"
         out = self.streams[name]
         line = terminal_safe(event.text) if self.escape[name] else event.text
-        continued = bool(event.data and event.data.get("continued"))
-        out.write(line if continued else line + "\n")
+        out.write(line if event.continued else line + "\n")
 
     def flush(self) -> None:
         for out in self.streams.values():
@@ -59,27 +59,15 @@ def is_terminal(stream: TextIO) -> bool:
         return False
 
 
-def events_after(run_id: int, last: int, *, upto: int | None = None) -> Iterator[RunEvent]:
-    """Every event with seq > last (and <= upto), in order, read in batches."""
-    while True:
-        query = RunEvent.objects.filter(run_id=run_id, seq__gt=last)
-        if upto is not None:
-            query = query.filter(seq__lte=upto)
-        batch = list(query.order_by("seq")[:BATCH])
+def events_after(run_id: int, last: int, *, upto: int | None = None) -> Iterator[Event]:
+    """Every event with seq > last (and <= upto), in order, read in bounded batches."""
+    for batch in store.iter_after(run_id, last, upto=upto):
         yield from batch
-        if len(batch) < BATCH:
-            return
-        last = batch[-1].seq
 
 
 def tail_start(run_id: int, lines: int, upto: int) -> int:
     """The seq after which the last `lines` log lines (up to `upto`) begin."""
-    seqs = list(
-        RunEvent.objects.filter(run_id=run_id, kind=EventKind.LOG, seq__lte=upto)
-        .order_by("-seq")
-        .values_list("seq", flat=True)[:lines]
-    )
-    return seqs[-1] - 1 if seqs else upto
+    return store.tail_start(run_id, lines, upto)
 
 
 def print_events(run_id: int, last: int, printer: LogPrinter, upto: int | None = None):

@@ -28,6 +28,7 @@ import psutil
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
+from taskrunner.events.store import append_events
 from taskrunner.models import (
     CONTROL_ACTIONS,
     LIVE_STATUSES,
@@ -35,7 +36,6 @@ from taskrunner.models import (
     Run,
     RunAction,
     Worker,
-    append_events,
 )
 from taskrunner.process.output import Taken
 from taskrunner.unavailable import is_database_unavailable

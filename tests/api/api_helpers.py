@@ -14,7 +14,11 @@ from urllib.parse import urlsplit
 import httpx
 
 # Short keepalives so tests can see them without waiting 15 s.
-SERVER_ENV = {"TASKRUNNER_SSE_KEEPALIVE_SECONDS": "0.5"}
+# The stream tests open hundreds of streams as one user (the default cap is 100).
+SERVER_ENV = {
+    "TASKRUNNER_SSE_KEEPALIVE_SECONDS": "0.5",
+    "TASKRUNNER_SSE_MAX_STREAMS_PER_USER": "1000",
+}
 
 CHILDREN = Path(__file__).resolve().parent.parent / "children"
 

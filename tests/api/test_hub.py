@@ -6,21 +6,22 @@ read from the database, or a catch-up after its buffer overflowed.
 """
 
 import asyncio
-from datetime import UTC, datetime
+import json
 
 from api_helpers import parse_sse
 
 from taskrunner import sse
 from taskrunner.hub import Chunk, RunSubscription
 
-TS = datetime(2026, 11, 23, tzinfo=UTC)
-
 
 def chunk(first: int, last: int, final: str | None = None) -> Chunk:
-    rows = [(seq, "log", "stdout", f"line {seq}", None, TS) for seq in range(first, last + 1)]
+    events = [
+        sse.frame(seq, "log", json.dumps({"seq": seq, "line": f"line {seq}"}))
+        for seq in range(first, last + 1)
+    ]
     if final:
-        rows[-1] = (last, "status", "", "", {"status": final, "exit_code": 0}, TS)
-    return Chunk(first, last, sse.encode_rows(rows), (last, final, 0) if final else None)
+        events[-1] = sse.frame(last, "status", json.dumps({"status": final, "exit_code": 0}))
+    return Chunk(first, last, "".join(events).encode(), (last, final, 0) if final else None)
 
 
 class FakeHub:
@@ -30,7 +31,8 @@ class FakeHub:
         self.stored = stored
         self.frontier = {1: stored}
         self.buffer_bytes = buffer_bytes
-        self.stats = {"overflows": 0}
+        self.stats = {"overflows": 0, "dropped": 0}
+        self.stall_seconds = 3600.0  # these clients read: never dropped
         self.reads: list[int] = []
 
     async def read_run(self, run_id: int, after: int) -> Chunk | None:
@@ -97,6 +99,24 @@ def test_overflow_drops_the_buffer_and_catches_up_from_the_database():
             assert sub.buffered <= 600
         assert sub.overflows >= 1 and hub.stats["overflows"] == sub.overflows
         assert (await drain(sub))[0] == list(range(2, 62))
+
+    asyncio.run(scenario())
+
+
+def test_a_client_that_takes_nothing_while_its_buffer_is_full_is_dropped():
+    async def scenario():
+        hub = FakeHub(stored=1, buffer_bytes=600)
+        hub.stall_seconds = 0.0  # any time without asking counts as stuck
+        unsubscribed = []
+        hub.unsubscribe_run = unsubscribed.append
+        sub = RunSubscription(hub, 1, cursor=1)
+        while not sub.dropped:
+            sub.feed(hub.store(3))
+        assert unsubscribed == [sub] and hub.stats["dropped"] == 1
+        assert sub.buffered == 0
+        sub.feed(hub.store(3))  # nothing more is kept for it
+        assert sub.buffered == 0
+        assert await sub.next(0.01) == (b"", None)  # the stream ends; it resumes by id
 
     asyncio.run(scenario())
 

@@ -1,14 +1,15 @@
 """The SSE framing, without a server or a database."""
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 from api_helpers import parse_sse
 
 from taskrunner import sse
-from taskrunner.hub import Chunk, _encode
-from taskrunner.models import RunEvent
+from taskrunner.events.store import Event, RowReader, pack_rows
+from taskrunner.hub import _encode
 from taskrunner.serializers import event_payload
 
 TS = datetime(2026, 11, 23, 10, 0, 1, 234567, tzinfo=UTC)
@@ -54,7 +55,7 @@ def test_non_ascii_and_lone_surrogates_are_escaped_so_encoding_never_fails():
 
 
 def stored(seq, kind, *, stream="", text="", data=None, ts=TS):
-    return RunEvent(run_id=1, seq=seq, kind=kind, stream=stream, text=text, data=data, ts=ts)
+    return Event(seq, kind, stream, text, data, ts, bool(kind == "log" and data))
 
 
 EXAMPLES = [
@@ -67,28 +68,41 @@ EXAMPLES = [
 ]
 
 
-def row(ev: RunEvent, *, raw: bool) -> tuple:
-    if raw:  # as raw SQL returns them from SQLite: JSON text, timestamp text
-        data = json.dumps(ev.data) if ev.data is not None else None
-        ts = ev.ts.astimezone(UTC).replace(tzinfo=None).isoformat(" ")
-        return (ev.seq, ev.kind, ev.stream, ev.text, data, ts)
-    return (ev.seq, ev.kind, ev.stream, ev.text, ev.data, ev.ts)
+def rows_of(run_id: int, events: list[Event]) -> list[tuple]:
+    """Store rows as the database gives them back: timestamps as SQLite's text."""
+    packed = pack_rows(
+        run_id, events[0].seq, [(e.kind, e.stream, e.text, e.data, e.ts) for e in events], TS
+    )
+    return [
+        (r[0], r[1], r[2], r[3], r[4].astimezone(UTC).replace(tzinfo=None).isoformat(" "), r[5])
+        for r in packed
+    ]
 
 
-@pytest.mark.parametrize("raw", [False, True])
-def test_stored_events_encode_exactly_as_the_event_payload(raw):
-    out = sse.encode_rows([row(ev, raw=raw) for ev in EXAMPLES])
+def test_stored_events_encode_exactly_as_the_event_payload():
+    chunks, more = _encode(rows_of(1, EXAMPLES), {}, 1 << 20)
+    assert not more
+    out = b"".join(chunk.data for _, chunk in chunks)
     parsed = list(parse_sse(lines(out)))
     assert [(e.event, e.seq) for e in parsed] == [(ev.kind, ev.seq) for ev in EXAMPLES]
     for got, ev in zip(parsed, EXAMPLES, strict=True):
         assert got.data == event_payload(ev)
 
 
+def test_store_rows_read_back_every_event_exactly():
+    reader = RowReader()
+    back = [e for row in rows_of(1, EXAMPLES) for e in reader.events(row)]
+    # Times are kept to the millisecond, the precision every `ts` is sent with.
+    assert back == [replace(e, ts=TS.replace(microsecond=234000)) for e in EXAMPLES]
+    assert [e.seq for row in rows_of(1, EXAMPLES) for e in reader.events(row, 3)] == [4, 5, 6]
+
+
 def test_hub_chunks_group_runs_find_the_final_status_and_slice_after_a_cursor():
     final = stored(3, "status", data={"id": 1, "status": "failed", "exit_code": 2})
-    rows = [(1, *row(ev, raw=True)) for ev in [*EXAMPLES[:2], final]]
-    rows.append((2, *row(stored(7, "log", stream="stdout", text="other run"), raw=True)))
-    (run1, chunk), (run2, other) = _encode(rows)
+    rows = rows_of(1, [*EXAMPLES[:2], final])
+    rows += rows_of(2, [stored(7, "log", stream="stdout", text="other run")])
+    chunks, _ = _encode(rows, {}, 1 << 20)
+    (run1, chunk), (run2, other) = chunks
     assert (run1, chunk.first, chunk.last, chunk.final) == (1, 1, 3, (3, "failed", 2))
     assert (run2, other.first, other.last, other.final) == (2, 7, 7, None)
     assert chunk.after(0) == chunk.data
@@ -96,8 +110,29 @@ def test_hub_chunks_group_runs_find_the_final_status_and_slice_after_a_cursor():
     assert [e.seq for e in parse_sse(lines(chunk.after(2)))] == [3]
 
 
+def test_a_read_landing_inside_a_chunk_gives_exactly_the_events_after_it():
+    many = [stored(s, "log", stream="stdout", text=f"l{s}") for s in range(99, 112)]
+    rows = rows_of(5, many)
+    assert len(rows) == 1  # one chunk holds them all
+    chunks, _ = _encode(rows, {5: 104}, 1 << 20)
+    assert [e.seq for e in parse_sse(lines(chunks[0][1].data))] == list(range(105, 112))
+
+
+def test_a_read_stops_at_its_byte_budget_and_says_so():
+    many = [stored(s, "log", stream="stdout", text="x" * 1000) for s in range(1, 101)]
+    chunks, more = _encode(rows_of(5, many), {}, 10_000)
+    assert more
+    seqs = [e.seq for _, c in chunks for e in parse_sse(lines(c.data))]
+    assert seqs == list(range(1, len(seqs) + 1)) and 5 <= len(seqs) < 20
+
+
 def test_chunk_after_a_cursor_inside_handles_big_seqs():
-    data = sse.encode_rows([(s, "log", "stdout", f"l{s}", None, TS) for s in range(99, 112)])
-    chunk = Chunk(99, 111, data)
+    chunks, _ = _encode(
+        rows_of(1, [stored(s, "log", stream="stdout", text=f"l{s}") for s in range(99, 112)]),
+        {},
+        1 << 20,
+    )
+    chunk = chunks[0][1]
+    assert (chunk.first, chunk.last) == (99, 111)
     assert [e.seq for e in parse_sse(lines(chunk.after(109)))] == [110, 111]
     assert [e.seq for e in parse_sse(lines(chunk.after(100)))][0] == 101

@@ -17,12 +17,11 @@ from taskrunner.models import (
     ActiveRunDeletion,
     ApiToken,
     Run,
-    RunEvent,
     RunStatus,
     Task,
     Worker,
 )
-from tests.conftest import ROOT, child_script, subprocess_env, wait_for
+from tests.conftest import ROOT, child_script, stored_events, subprocess_env, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -168,7 +167,7 @@ def test_active_runs_cannot_be_deleted_in_the_admin(personas, worker):
     finished = task.start({})
     Run.objects.filter(pk=finished.pk).update(status=RunStatus.SUCCEEDED)
     running = task.start({})
-    wait_for(lambda: RunEvent.objects.filter(run=running, kind="log").count() >= 20, timeout=30)
+    wait_for(lambda: len(stored_events(running.pk, "log")) >= 20, timeout=30)
     client = logged_in(personas["alice"])  # even a superuser
 
     one = client.post(f"/admin/taskrunner/run/{running.pk}/delete/", {"post": "yes"})
@@ -190,12 +189,9 @@ def test_active_runs_cannot_be_deleted_in_the_admin(personas, worker):
     running.request("abort")
     wait_for(lambda: Run.objects.get(pk=running.pk).status == RunStatus.ABORTED, timeout=20)
     run = Run.objects.get(pk=running.pk)
-    assert RunEvent.objects.filter(run=run).count() == run.last_seq
-    lines = list(
-        RunEvent.objects.filter(run=run, kind="log", stream="stdout")
-        .order_by("seq")
-        .values_list("text", flat=True)
-    )
+    events = stored_events(run.pk)
+    assert [e.seq for e in events] == list(range(1, run.last_seq + 1))
+    lines = [e.text for e in events if e.kind == "log" and e.stream == "stdout"]
     assert lines == [f"line {n}" for n in range(1, len(lines) + 1)]
 
     # Once final, the same bulk action deletes it.
