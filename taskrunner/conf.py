@@ -66,7 +66,7 @@ SSE_MAX_STREAMS_PER_PROCESS = Setting(
     "Open event streams one web process serves at once (beyond: 429 too_many).",
 )  # fmt: skip
 
-SETTINGS = [
+SETTINGS: list[Setting] = [
     MAX_LINE_BYTES,
     HEARTBEAT_SECONDS,
     WORKER_DEAD_AFTER,
