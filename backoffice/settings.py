@@ -102,7 +102,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # No WhiteNoiseMiddleware: static files are served before Django, in
+    # backoffice/asgi.py, so no sync-only middleware sits in front of the
+    # async views (every request would cross to a thread and back).
     # Outside everything that may query: a database that is away is a 503.
     "taskrunner.unavailable.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -264,6 +266,13 @@ TASKRUNNER_SSE_MAX_STREAMS_PER_USER = env.int("TASKRUNNER_SSE_MAX_STREAMS_PER_US
 TASKRUNNER_SSE_MAX_STREAMS_PER_PROCESS = env.int(
     "TASKRUNNER_SSE_MAX_STREAMS_PER_PROCESS", default=2000
 )
+# Waking the workers on this host (SQLite; PostgreSQL uses NOTIFY): each
+# worker binds a socket in WAKE_DIR, which the process recording a control
+# request or a new run pokes after its commit. The database is still polled
+# every WAKE_FALLBACK_SECONDS by each worker (also on PostgreSQL), in case a
+# wake-up was lost.
+TASKRUNNER_WAKE_DIR = env.str("TASKRUNNER_WAKE_DIR", default=str(VAR_DIR / "wake"))
+TASKRUNNER_WAKE_FALLBACK_SECONDS = env.float("TASKRUNNER_WAKE_FALLBACK_SECONDS", default=0.5)
 
 # The API answers a failed CSRF check with its JSON 403 (HTML elsewhere).
 CSRF_FAILURE_VIEW = "taskrunner.api.errors.csrf_failure"
