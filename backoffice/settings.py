@@ -100,21 +100,24 @@ INSTALLED_APPS = [
     "backoffice",
 ]
 
+# Django's own middleware, except the session and messages ones, run on the
+# event loop (backoffice/inline_middleware.py: the same classes, without a
+# hop to a thread and back for each); the order is Django's usual one.
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
+    "backoffice.inline_middleware.SecurityMiddleware",
     # No WhiteNoiseMiddleware: static files are served before Django, in
     # backoffice/asgi.py, so no sync-only middleware sits in front of the
     # async views (every request would cross to a thread and back).
     # Outside everything that may query: a database that is away is a 503.
     "taskrunner.unavailable.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "backoffice.inline_middleware.CommonMiddleware",
+    "backoffice.inline_middleware.CsrfViewMiddleware",
+    "backoffice.inline_middleware.AuthenticationMiddleware",
     "taskrunner.auth.BearerTokenMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    "backoffice.inline_middleware.XFrameOptionsMiddleware",
+    "backoffice.inline_middleware.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "backoffice.urls"

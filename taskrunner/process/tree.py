@@ -220,8 +220,11 @@ class ProcessTree:
             self._then(self._stop_stragglers)
 
     def _stop_stragglers(self) -> None:
-        for _ in range(5):
-            running = [p for p in self._refresh(True) if not _is_stopped(p)]
+        # The environment is read once (a double-forked escapee is found only by
+        # its key); later passes follow parents, which is enough for what a
+        # process forked just before it was stopped.
+        for attempt in range(5):
+            running = [p for p in self._refresh(attempt == 0) if not _is_stopped(p)]
             if not running:
                 return
             for proc in running:
@@ -231,7 +234,8 @@ class ProcessTree:
                     pass
 
     def cont(self) -> None:
-        self._fast_then_walk(signal.SIGCONT, scan_environment=True)
+        # Whatever the pause found by its key is known now: no environment scan.
+        self._fast_then_walk(signal.SIGCONT, scan_environment=False)
 
     def terminate(self) -> None:
         """SIGTERM, then SIGCONT so stopped processes get to handle it."""

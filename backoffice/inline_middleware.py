@@ -1,0 +1,51 @@
+"""Django's header-only middleware, run on the event loop instead of a thread.
+
+Under ASGI, each of Django's own middleware (`MiddlewareMixin`) hops to the
+request's thread for `process_request` and again for `process_response`:
+about a dozen round trips between the loop and a thread for every API call,
+control requests and stream openings included. The classes here are the
+same middleware, with those two methods called directly on the loop; only
+middleware that never touches the database or a file is listed (headers,
+cookies, redirects). The session middleware (its response saves the
+session) and the messages middleware keep Django's threaded path.
+"""
+
+from django.contrib.auth import middleware as auth
+from django.middleware import clickjacking, common, csp, csrf, security
+
+
+class _OnTheLoop:
+    """`MiddlewareMixin.__acall__` without `sync_to_async` around the two hooks."""
+
+    async def __acall__(self, request):
+        response = None
+        if hasattr(self, "process_request"):
+            response = self.process_request(request)
+        response = response or await self.get_response(request)
+        if hasattr(self, "process_response"):
+            response = self.process_response(request, response)
+        return response
+
+
+class SecurityMiddleware(_OnTheLoop, security.SecurityMiddleware):
+    pass
+
+
+class CommonMiddleware(_OnTheLoop, common.CommonMiddleware):
+    pass
+
+
+class CsrfViewMiddleware(_OnTheLoop, csrf.CsrfViewMiddleware):
+    pass
+
+
+class AuthenticationMiddleware(_OnTheLoop, auth.AuthenticationMiddleware):
+    """Sets a lazy `request.user` (and `auser`); nothing is read until a view asks."""
+
+
+class XFrameOptionsMiddleware(_OnTheLoop, clickjacking.XFrameOptionsMiddleware):
+    pass
+
+
+class ContentSecurityPolicyMiddleware(_OnTheLoop, csp.ContentSecurityPolicyMiddleware):
+    pass
