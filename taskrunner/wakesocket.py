@@ -75,6 +75,14 @@ class WakeSocket:
         self.arrived = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    @classmethod
+    def for_worker(cls, vendor: str) -> "WakeSocket | None":
+        """A bound socket on SQLite; None on PostgreSQL (NOTIFY) or if it cannot be bound."""
+        if vendor != "sqlite":
+            return None
+        direct = cls()
+        return direct if direct.open() else None
+
     def open(self) -> bool:
         """Bind the socket; False (and logged) when the directory cannot be used."""
         try:

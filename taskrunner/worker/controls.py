@@ -21,6 +21,7 @@ from enum import StrEnum
 
 from taskrunner.models import ActionKind, RunAction, Worker
 from taskrunner.process.execution import StopReason
+from taskrunner.wakeup import ANYTHING
 from taskrunner.worker import database
 from taskrunner.worker.database import WorkerDatabase
 from taskrunner.worker.handle import RunHandle
@@ -86,6 +87,27 @@ class RecentlyApplied:
         self._order.append(action_id)
         if len(self._order) > self.size:
             self._ids.discard(self._order.popleft())
+
+
+async def on_wakeup(
+    db: WorkerDatabase,
+    worker: Worker,
+    handles: Mapping[int, RunHandle],
+    payloads: set[str],
+    done: RecentlyApplied,
+) -> None:
+    """Act on a wake-up: described controls at once, then the database if it may hide one.
+
+    The pending requests are read only after a timeout (empty `payloads`),
+    "something changed" (`*`), or a control its payload does not describe
+    (input); a new run's or another run's events need no read.
+    """
+    controls_seen = {p for p in payloads if p.startswith("control:")}
+    if controls_seen:
+        await apply_notified(db, handles, controls_seen, done)
+    undescribed = not all(map(NotifiedAction.parse, controls_seen))
+    if not payloads or ANYTHING in payloads or undescribed:
+        await apply_pending(db, worker, handles, done)
 
 
 async def apply_notified(

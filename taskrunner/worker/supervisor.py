@@ -81,11 +81,7 @@ class Supervisor:
         self.wake = asyncio.Event()
         self.writer = EventWriter(self.db, self.handles, on_gone=self._run_gone)
         self.waker = DatabaseWaker()
-        self.direct: WakeSocket | None = None
-        if self.waker.vendor == "sqlite":  # PostgreSQL has NOTIFY
-            direct = WakeSocket()
-            if direct.open():  # if not, data_version alone
-                self.direct = self.waker.direct = direct
+        self.direct = self.waker.direct = WakeSocket.for_worker(self.waker.vendor)
         self.applied = controls.RecentlyApplied()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self._handle_stop_signal, sig)
@@ -279,26 +275,17 @@ class Supervisor:
     # --- side loops -------------------------------------------------------------
 
     async def _watch_step(self) -> None:
-        # Polling at poll_interval too: a lost wake-up only delays, never loses.
-        # The direct path (datagram or NOTIFY) brings controls at once; polling
-        # is the fallback, at TASKRUNNER_WAKE_FALLBACK_SECONDS when it exists.
+        # The direct path (datagram or NOTIFY) brings controls at once; polling,
+        # the fallback, is slower when it exists: a lost wake-up only delays.
         direct = self.direct is not None or self.waker.vendor == "postgresql"
         seen = await self.waker.wait(timeout=fallback_seconds() if direct else self.poll_interval)
         changed = {payload for payload in seen if not self._own_events(payload)}
         if seen and not changed:
             return  # only the events this worker just stored: nothing to do
-        controls_seen = {p for p in changed if p.startswith("control:")}
-        if controls_seen and self.handles:
-            # Signal first, from the payload alone; the database is read after.
-            await controls.apply_notified(self.db, self.handles, controls_seen, self.applied)
-        # Only described controls: nothing left to read. Else (input, a timeout,
-        # "something changed"): the pending requests, from the database.
-        described = bool(changed) and changed == controls_seen
-        described = described and all(map(controls.NotifiedAction.parse, controls_seen))
-        if self.handles and not described:
-            await controls.apply_pending(self.db, self.worker, self.handles, self.applied)
-        if not changed or changed != controls_seen:
+        if not changed or any(not p.startswith("control:") for p in changed):
             self.wake.set()  # a new run, or a timeout: the main loop looks for runs
+        if self.handles:
+            await controls.on_wakeup(self.db, self.worker, self.handles, changed, self.applied)
 
     def _own_events(self, payload: str) -> bool:
         """A PostgreSQL notification of events stored by this worker for its own runs."""
