@@ -6,12 +6,14 @@ about a dozen round trips between the loop and a thread for every API call,
 control requests and stream openings included. The classes here are the
 same middleware, with those two methods called directly on the loop; only
 middleware that never touches the database or a file is listed (headers,
-cookies, redirects). The session middleware (its response saves the
-session) and the messages middleware keep Django's threaded path.
+redirects, the lazy user). The session middleware (its response saves the
+session) and the messages middleware keep Django's threaded path, and so do
+the security, CSRF and clickjacking ones: `manage.py check --deploy` looks
+for them under their own names.
 """
 
 from django.contrib.auth import middleware as auth
-from django.middleware import clickjacking, common, csp, csrf, security
+from django.middleware import common, csp
 
 
 class _OnTheLoop:
@@ -27,24 +29,12 @@ class _OnTheLoop:
         return response
 
 
-class SecurityMiddleware(_OnTheLoop, security.SecurityMiddleware):
-    pass
-
-
 class CommonMiddleware(_OnTheLoop, common.CommonMiddleware):
-    pass
-
-
-class CsrfViewMiddleware(_OnTheLoop, csrf.CsrfViewMiddleware):
     pass
 
 
 class AuthenticationMiddleware(_OnTheLoop, auth.AuthenticationMiddleware):
     """Sets a lazy `request.user` (and `auser`); nothing is read until a view asks."""
-
-
-class XFrameOptionsMiddleware(_OnTheLoop, clickjacking.XFrameOptionsMiddleware):
-    pass
 
 
 class ContentSecurityPolicyMiddleware(_OnTheLoop, csp.ContentSecurityPolicyMiddleware):

@@ -100,11 +100,12 @@ INSTALLED_APPS = [
     "backoffice",
 ]
 
-# Django's own middleware, except the session and messages ones, run on the
-# event loop (backoffice/inline_middleware.py: the same classes, without a
-# hop to a thread and back for each); the order is Django's usual one.
+# Some of Django's own middleware runs on the event loop
+# (backoffice/inline_middleware.py: the same classes, without a hop to a
+# thread and back for each). The security, CSRF and clickjacking ones stay
+# under their own names, which `check --deploy` looks for.
 MIDDLEWARE = [
-    "backoffice.inline_middleware.SecurityMiddleware",
+    "django.middleware.security.SecurityMiddleware",
     # No WhiteNoiseMiddleware: static files are served before Django, in
     # backoffice/asgi.py, so no sync-only middleware sits in front of the
     # async views (every request would cross to a thread and back).
@@ -112,11 +113,11 @@ MIDDLEWARE = [
     "taskrunner.unavailable.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "backoffice.inline_middleware.CommonMiddleware",
-    "backoffice.inline_middleware.CsrfViewMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
     "backoffice.inline_middleware.AuthenticationMiddleware",
     "taskrunner.auth.BearerTokenMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "backoffice.inline_middleware.XFrameOptionsMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "backoffice.inline_middleware.ContentSecurityPolicyMiddleware",
 ]
 
