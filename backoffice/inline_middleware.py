@@ -14,16 +14,18 @@ for them under their own names.
 
 from django.contrib.auth import middleware as auth
 from django.middleware import common, csp
+from django.utils.deprecation import MiddlewareMixin
 
 
-class _OnTheLoop:
+class _OnTheLoop(MiddlewareMixin):
     """`MiddlewareMixin.__acall__` without `sync_to_async` around the two hooks."""
 
     async def __acall__(self, request):
         response = None
         if hasattr(self, "process_request"):
             response = self.process_request(request)
-        response = response or await self.get_response(request)
+        # Only ever installed in an async chain: get_response is a coroutine function.
+        response = response or await self.get_response(request)  # type: ignore[misc]
         if hasattr(self, "process_response"):
             response = self.process_response(request, response)
         return response

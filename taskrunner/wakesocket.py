@@ -22,7 +22,7 @@ import os
 import socket
 from pathlib import Path
 
-from django.conf import settings
+from taskrunner import conf
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +32,7 @@ MAX_PAYLOAD = 1024
 
 def wake_dir() -> Path:
     """Where the workers of this site bind their sockets (TASKRUNNER_WAKE_DIR)."""
-    configured = getattr(settings, "TASKRUNNER_WAKE_DIR", "")
-    if configured:
-        return Path(configured)
-    return Path(settings.BASE_DIR) / "var" / "wake"
+    return conf.wake_dir()
 
 
 def send_wake(payload: str, directory: Path | None = None) -> int:

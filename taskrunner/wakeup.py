@@ -24,9 +24,9 @@ import logging
 import sqlite3
 import time
 
-from django.conf import settings
 from django.db import connections
 
+from taskrunner import conf
 from taskrunner.models import NOTIFY_CHANNEL
 from taskrunner.wakesocket import WakeSocket
 
@@ -38,7 +38,7 @@ PSYCOPG_KEYS = {"dbname", "user", "password", "host", "port", "sslmode", "option
 
 def fallback_seconds() -> float:
     """How often a worker with the direct wake-up still polls `data_version`."""
-    return float(getattr(settings, "TASKRUNNER_WAKE_FALLBACK_SECONDS", 0.5))
+    return conf.wake_fallback_seconds()
 
 
 class DatabaseWaker:
@@ -150,8 +150,8 @@ class DatabaseWaker:
         import psycopg
 
         if self._pending:
-            seen, self._pending = self._pending, set()
-            return seen
+            pending, self._pending = self._pending, set()
+            return pending
         if self._pg is None:
             try:
                 self._pg = await self._connect_postgres()
