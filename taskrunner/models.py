@@ -189,6 +189,7 @@ class Task(models.Model):
                 applied_at=run.created_at,
             )
             run.record_status_event()
+            notify("run", run.pk)
         return run
 
 
@@ -440,7 +441,8 @@ class Run(models.Model):
                 )
             ):
                 act.mark_applied()
-            notify("control", self.pk)
+            # The worker can act on the payload alone, without reading the action first.
+            notify("control", self.pk, f"{act.pk}:{action}:{via}:{act.by}")
         return act
 
     # --- state changes (the worker) ---------------------------------------
@@ -520,16 +522,27 @@ class Run(models.Model):
 NOTIFY_CHANNEL = "taskrunner"
 
 
-def notify(kind: str, run_id: int) -> None:
-    """Wake listeners (PostgreSQL LISTEN) when the transaction commits.
+# Payload kinds that wake the workers on SQLite too (see taskrunner.wakesocket).
+WORKER_WAKE_KINDS = {"control", "run"}
 
-    On SQLite this does nothing: readers notice commits with `PRAGMA
-    data_version`, which is cheap enough to poll every few milliseconds.
-    Payloads are tiny (`kind:run_id`); never log text (8000-byte limit).
+
+def notify(kind: str, run_id: int, detail: str = "") -> None:
+    """Wake listeners when the transaction commits: `kind:run_id[:detail]`.
+
+    PostgreSQL: NOTIFY, which the server delivers on commit (and drops on a
+    rollback). SQLite: the web's readers notice commits with `PRAGMA
+    data_version`; the workers on this host are woken directly, after the
+    commit, for a control request or a new run (the only kinds they act on).
+    Payloads are tiny; never log text (8000-byte limit).
     """
+    payload = f"{kind}:{run_id}:{detail}" if detail else f"{kind}:{run_id}"
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, f"{kind}:{run_id}"])
+            cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, payload])
+    elif kind in WORKER_WAKE_KINDS:
+        from taskrunner.wakesocket import send_wake
+
+        transaction.on_commit(lambda: send_wake(payload))
 
 
 class EventChunk(models.Model):

@@ -215,6 +215,15 @@ def record_applied(run: Run, action: RunAction, outcome: str) -> None:
         run.mark_resumed()
 
 
+def record_applied_id(run: Run, action_id: int, outcome: str) -> None:
+    """`record_applied` for an action known only by its id (signalled from its wake-up)."""
+    try:
+        action = RunAction.objects.get(pk=action_id)
+    except RunAction.DoesNotExist:
+        return  # deleted with its run
+    record_applied(run, action, outcome)
+
+
 def store_samples(samples: dict[int, tuple[float, int]]) -> None:
     now = timezone.now()
     for run_id, (cpu, rss) in samples.items():

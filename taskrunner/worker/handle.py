@@ -54,6 +54,7 @@ class RunHandle:
         self.exited = False  # the process ended and every line was read
         self.gone = False  # the run's row was deleted: nothing more is stored
         self.stored = asyncio.Event()  # after exit: every line is stored
+        proc.tree.defer_sweeps = True  # act() runs each sweep right after
         self._timer: asyncio.TimerHandle | None = None
         self._acting: set[asyncio.Task] = set()  # referenced until done
 
@@ -120,10 +121,17 @@ class RunHandle:
     # --- acting on the process ------------------------------------------------
 
     async def act(self, fn: Callable[..., T], *args: Any) -> T:
-        """Call the execution (or the process) on the psutil thread, then re-arm the timer."""
+        """Call the execution (or the process) on the psutil thread, then re-arm the timer.
+
+        The tree defers its walk of the process table (`ProcessTree.sweep`):
+        `act` returns once the known tree is signalled, so the caller records
+        the outcome while the sweep for escapees runs next on the same thread,
+        before anything asked later.
+        """
         try:
             return await self.loop.run_in_executor(self.procs, fn, *args)
         finally:
+            self.loop.run_in_executor(self.procs, self.proc.tree.sweep)
             self.arm()
 
     def arm(self) -> None:

@@ -35,7 +35,8 @@ from taskrunner import conf
 from taskrunner.models import Run, RunStatus, Worker
 from taskrunner.process.execution import StopReason
 from taskrunner.unavailable import is_database_unavailable
-from taskrunner.wakeup import DatabaseWaker
+from taskrunner.wakesocket import WakeSocket
+from taskrunner.wakeup import DatabaseWaker, fallback_seconds
 from taskrunner.worker import controls, database, reconcile
 from taskrunner.worker.database import GaveUp, WorkerDatabase
 from taskrunner.worker.handle import RunHandle
@@ -80,6 +81,8 @@ class Supervisor:
         self.wake = asyncio.Event()
         self.writer = EventWriter(self.db, self.handles, on_gone=self._run_gone)
         self.waker = DatabaseWaker()
+        self.direct = self.waker.direct = WakeSocket.for_worker(self.waker.vendor)
+        self.applied = controls.RecentlyApplied()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self._handle_stop_signal, sig)
         try:
@@ -119,6 +122,8 @@ class Supervisor:
             self.exit_status = 1
         finally:
             await self.waker.close()
+            if self.direct is not None:
+                self.direct.close()
             # The database thread may be stuck waiting on the database: never wait for it.
             await self.db.close(abandon=bool(self.exit_status))
             self.procs.shutdown(wait=True)
@@ -275,13 +280,17 @@ class Supervisor:
     # --- side loops -------------------------------------------------------------
 
     async def _watch_step(self) -> None:
-        # Polling at poll_interval too: a lost wake-up only delays, never loses.
-        changed = await self.waker.wait(timeout=self.poll_interval)
-        if changed and all(self._own_events(payload) for payload in changed):
+        # The direct path (datagram or NOTIFY) brings controls at once; polling,
+        # the fallback, is slower when it exists: a lost wake-up only delays.
+        direct = self.direct is not None or self.waker.vendor == "postgresql"
+        seen = await self.waker.wait(timeout=fallback_seconds() if direct else self.poll_interval)
+        changed = {payload for payload in seen if not self._own_events(payload)}
+        if seen and not changed:
             return  # only the events this worker just stored: nothing to do
+        if not changed or any(not p.startswith("control:") for p in changed):
+            self.wake.set()  # a new run, or a timeout: the main loop looks for runs
         if self.handles:
-            await controls.apply_pending(self.db, self.worker, self.handles)
-        self.wake.set()  # the main loop looks for new runs
+            await controls.on_wakeup(self.db, self.worker, self.handles, changed, self.applied)
 
     def _own_events(self, payload: str) -> bool:
         """A PostgreSQL notification of events stored by this worker for its own runs."""
