@@ -267,3 +267,6 @@ TASKRUNNER_SSE_MAX_STREAMS_PER_PROCESS = env.int(
 
 # The API answers a failed CSRF check with its JSON 403 (HTML elsewhere).
 CSRF_FAILURE_VIEW = "taskrunner.api.errors.csrf_failure"
+
+# Django's own tasks (`@task` functions, `enqueue`) run as supervised runs.
+TASKS = {"default": {"BACKEND": "taskrunner.backends.SupervisedBackend"}}
