@@ -246,6 +246,7 @@ LOGGING = {
 TASKRUNNER_MAX_LINE_BYTES = env.int("TASKRUNNER_MAX_LINE_BYTES", default=64 * 1024)
 TASKRUNNER_HEARTBEAT_SECONDS = env.float("TASKRUNNER_HEARTBEAT_SECONDS", default=5.0)
 TASKRUNNER_WORKER_DEAD_AFTER = env.float("TASKRUNNER_WORKER_DEAD_AFTER", default=30.0)
+TASKRUNNER_WARM_STARTS = _bool("TASKRUNNER_WARM_STARTS", True)
 # Event streams: a keepalive comment after this many idle seconds, and a
 # stream closes after its maximum lifetime (clients reconnect with
 # Last-Event-ID), so restarts never wait on open streams.

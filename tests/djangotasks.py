@@ -59,3 +59,21 @@ async def async_double(value):
 @task
 def marker(label):
     return label
+
+
+@task
+def whoami():
+    """Where and how the function's process runs (for the cold and warm start checks)."""
+    import os
+
+    from taskrunner.models import Run
+
+    return {
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        "sid": os.getsid(0),
+        "pgid": os.getpgid(0),
+        "runs": Run.objects.count(),  # its own connection works
+        "key": os.environ.get("TASKRUNNER_PROCESS_KEY"),
+        "run_id": os.environ.get("TASKRUNNER_RUN_ID"),
+    }

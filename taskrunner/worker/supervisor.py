@@ -39,6 +39,7 @@ from taskrunner.wakeup import DatabaseWaker
 from taskrunner.worker import controls, database, reconcile
 from taskrunner.worker.database import GaveUp, WorkerDatabase
 from taskrunner.worker.handle import RunHandle
+from taskrunner.worker.warm import WarmStarts
 from taskrunner.worker.writer import EventWriter
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class Supervisor:
         self.wake = asyncio.Event()
         self.writer = EventWriter(self.db, self.handles, on_gone=self._run_gone)
         self.waker = DatabaseWaker()
+        self.warm = WarmStarts()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self._handle_stop_signal, sig)
         try:
@@ -93,6 +95,7 @@ class Supervisor:
                 self.concurrency,
             )
             await self.db.call(reconcile.reconcile_dead_workers, self.worker, self.db.contact_since)
+            self.warm.start()  # Django tasks' children forked from a warm process
             writing = asyncio.create_task(forever("writer", self.writer.step))
             side = [
                 asyncio.create_task(forever("watcher", self._watch_step)),
@@ -118,6 +121,7 @@ class Supervisor:
             logger.error("worker stopping without a database")
             self.exit_status = 1
         finally:
+            self.warm.close()
             await self.waker.close()
             # The database thread may be stuck waiting on the database: never wait for it.
             await self.db.close(abandon=bool(self.exit_status))
@@ -186,7 +190,9 @@ class Supervisor:
     async def _start(self, run: Run) -> None:
         """Spawn the run's child first; recording it waits until the child runs."""
         try:
-            handle = RunHandle.spawn(run, procs=self.procs, on_output=self.writer.wake)
+            handle = RunHandle.spawn(
+                run, procs=self.procs, on_output=self.writer.wake, warm=self.warm
+            )
         except (OSError, ValueError) as exc:
             logger.warning("run could not start run_id=%s error=%s", run.pk, exc)
             try:
@@ -198,7 +204,7 @@ class Supervisor:
                 logger.exception("recording a failed start failed run_id=%s", run.pk)
             return
         self.handles[run.pk] = handle
-        logger.info("run started run_id=%s task=%s pid=%s", run.pk, run.task.name, handle.proc.pid)
+        logger.info("run started run_id=%s task=%s pid=%s start=%s", *handle.describe())
         handle.arm()
         supervision = asyncio.create_task(self._supervise(handle), name=f"run-{run.pk}")
         self.supervisions.add(supervision)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import httpx
+import psutil
 import pytest
 from api_helpers import Stream, bearer
 
@@ -23,6 +24,25 @@ from tests.conftest import (
     subprocess_env,
     wait_for,
 )
+
+
+@pytest.fixture(params=["cold", "warm"])
+def django_worker(request, start_worker):
+    """A worker starting Django tasks' children cold, or forked from its warm process."""
+    if request.param == "cold":
+        started = start_worker(env={"TASKRUNNER_WARM_STARTS": "false"})
+    else:
+        started = start_worker()
+        wait_for(lambda: "warm process ready" in started.log(), 60)
+    started.mode = request.param
+    return started
+
+
+def started_as(worker, run_id: int) -> str:
+    """How the worker says it started a run: `warm` or `cold`."""
+    marker = f"run started run_id={run_id} "
+    line = next(line for line in worker.log().splitlines() if marker in line)
+    return line.rsplit("start=", 1)[1].strip()
 
 
 def run_of(result):
@@ -64,7 +84,7 @@ def result_from_another_process(result_id: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_a_function_returns_its_value_to_get_result_in_another_process(worker):
+def test_a_function_returns_its_value_to_get_result_in_another_process(django_worker):
     from django.tasks.signals import task_enqueued
 
     from taskrunner.models import ActionKind, RunStatus
@@ -92,6 +112,7 @@ def test_a_function_returns_its_value_to_get_result_in_another_process(worker):
     run = final_run(result)
     assert run.status == RunStatus.SUCCEEDED, log_text(run.pk)
     assert "adding 2 and 3" in log_text(run.pk)
+    assert started_as(django_worker, run.pk) == django_worker.mode
     seen = result_from_another_process(result.id)
     assert seen["status"] == "SUCCESSFUL"
     assert seen["return_value"] == {"sum": 50, "args": [2, 3]}
@@ -102,7 +123,7 @@ def test_a_function_returns_its_value_to_get_result_in_another_process(worker):
     assert result.started_at is not None and result.finished_at is not None
 
 
-def test_a_raising_function_fails_with_its_exception_and_traceback(worker):
+def test_a_raising_function_fails_with_its_exception_and_traceback(django_worker):
     from tests.djangotasks import explode
 
     result = explode.enqueue("the report broke")
@@ -120,15 +141,19 @@ def test_a_raising_function_fails_with_its_exception_and_traceback(worker):
     assert result.errors[-1].exception_class.__name__ == "ReportFailed"
 
 
-def test_pausing_stops_every_process_resuming_continues_aborting_fails_it(worker):
+def test_pausing_stops_every_process_resuming_continues_aborting_fails_it(django_worker):
     from taskrunner.models import Run
     from tests.djangotasks import sleeper
 
     result = sleeper.enqueue(120)
     run = wait_for(lambda: Run.objects.filter(pk=int(result.id), pid__isnull=False).first(), 30)
     wait_for(lambda: "tick 3" in log_text(run.pk), 30)
-    procs = processes_with_key(run.process_key)
-    assert procs and run.pid in [p.pid for p in procs]
+    assert started_as(django_worker, run.pk) == django_worker.mode
+    # A forked child's own environment block is the warm process's: the key
+    # scan cannot see it, so the test finds it as the worker does, by identity.
+    procs = [psutil.Process(run.pid), *psutil.Process(run.pid).children(recursive=True)]
+    procs += [p for p in processes_with_key(run.process_key) if p.pid not in {q.pid for q in procs}]
+    assert procs[0].create_time() == pytest.approx(run.pid_create_time, abs=0.01)
     assert result_from_another_process(result.id)["status"] == "RUNNING"
 
     run.request("pause", via="cli")
@@ -145,12 +170,13 @@ def test_pausing_stops_every_process_resuming_continues_aborting_fails_it(worker
     assert run.status == "aborted"
     wait_for(lambda: gone(procs), 10)
     assert processes_with_key(run.process_key) == []
+    assert not psutil.pid_exists(run.pid) or gone([procs[0]])
     seen = result_from_another_process(result.id)
     assert seen["status"] == "FAILED"
     assert seen["errors"][-1][0] == "taskrunner.exceptions.RunAborted"
 
 
-def test_logging_and_print_lines_arrive_live_over_sse(api, tokens, worker):
+def test_logging_and_print_lines_arrive_live_over_sse(api, tokens, django_worker):
     from tests.djangotasks import chatty
 
     result = chatty.enqueue("now")
@@ -210,7 +236,7 @@ def test_the_claim_orders_by_priority_then_age(transactional_db):
     assert Run.objects.get(pk=first.pk).status == "queued"
 
 
-def test_an_async_function_runs(worker):
+def test_an_async_function_runs(django_worker):
     from tests.djangotasks import async_double
 
     result = async_double.enqueue(21)
@@ -284,3 +310,30 @@ def test_a_run_enqueued_in_a_rolled_back_transaction_never_runs(worker):
     # SQLite may give the committed run the rolled-back one's id: look at the arguments.
     assert [run.params["args"] for run in Run.objects.all()] == [["committed"]]
     assert rolled_back.args == ["rolled back"]
+
+
+def test_the_functions_process_is_the_runs_own(django_worker):
+    """Its own session and group, the run's key, no inherited database connection."""
+    from tests.djangotasks import whoami
+
+    result = whoami.enqueue()
+    run = final_run(result)
+    assert run.status == "succeeded", log_text(run.pk)
+    assert started_as(django_worker, run.pk) == django_worker.mode
+    seen = run.result
+    assert seen["pid"] == run.pid == seen["sid"] == seen["pgid"] == run.pgid
+    assert (seen["key"], seen["run_id"]) == (run.process_key, str(run.pk))
+    assert seen["runs"] >= 1
+    if django_worker.mode == "cold":
+        assert seen["ppid"] == django_worker.pid
+    else:
+        warm = psutil.Process(seen["ppid"])  # the warm process, a child of the worker
+        assert "taskrunner.zygote" in " ".join(warm.cmdline())
+        assert warm.ppid() == django_worker.pid
+        # It holds no database connection a fork could inherit (PostgreSQL: no
+        # socket; SQLite: the database file not open).
+        from django.db import connection
+
+        assert warm.net_connections(kind="inet") == []
+        database = str(connection.settings_dict["NAME"])
+        assert not [f for f in warm.open_files() if f.path.startswith(database)]
