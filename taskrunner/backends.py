@@ -22,8 +22,9 @@ around the function, so receivers run where the work does. A run that never
 gets to finish by itself (aborted, timed out, lost) sends no
 `task_finished`: its process is stopped from outside.
 
-`OPTIONS` may set `timeout`, `grace`, `max_concurrent` and `retries` for the
-task rows the backend makes (when it makes them; edit the task in the admin
+`OPTIONS` may set `timeout`, `grace`, `max_concurrent` (default 1000: calls
+of one function run side by side, bounded by the workers' `--concurrency`)
+and `retries` for the task rows the backend makes (when it makes them; edit the task in the admin
 afterwards). `retries` applies once the runner has retries.
 """
 
@@ -62,6 +63,7 @@ CHILD_MODULE = "taskrunner.djangotask"
 # The structured message a failing function's process sends last (see djangotask).
 EXCEPTION_MESSAGE = "taskrunner.exception"
 OPTION_FIELDS = ("timeout", "grace", "max_concurrent", "retries")
+DEFAULT_MAX_CONCURRENT = 1000
 STATUS_MAP = {
     RunStatus.QUEUED: TaskResultStatus.READY,
     RunStatus.RUNNING: TaskResultStatus.RUNNING,
@@ -166,6 +168,9 @@ class SupervisedBackend(BaseTaskBackend):
             # The function is the site's own code: it gets the site's settings.
             "pass_env": sorted(SITE_SECRET_VARIABLES),
         }
+        # Calls of one function run side by side, as Django's other backends run
+        # them: bounded by the workers' --concurrency, unless OPTIONS says otherwise.
+        defaults["max_concurrent"] = DEFAULT_MAX_CONCURRENT
         for option in OPTION_FIELDS:
             if option in self.options and _has_field(Task, option):
                 defaults[option] = self.options[option]

@@ -206,7 +206,7 @@ def test_logging_and_print_lines_arrive_live_over_sse(api, tokens, django_worker
     assert result.return_value == {"got": "hello"}
 
 
-def test_higher_priority_starts_first_within_one_tasks_slots(start_worker):
+def test_a_higher_priority_starts_first(start_worker):
     from tests.djangotasks import marker
 
     low = marker.enqueue("low")
@@ -337,3 +337,26 @@ def test_the_functions_process_is_the_runs_own(django_worker):
         assert warm.net_connections(kind="inet") == []
         database = str(connection.settings_dict["NAME"])
         assert not [f for f in warm.open_files() if f.path.startswith(database)]
+
+
+def test_options_set_the_task_rows_the_backend_makes(transactional_db, settings):
+    from django.tasks import task_backends
+    from django.tasks.exceptions import InvalidTaskBackend
+
+    from taskrunner.models import Task
+    from tests.djangotasks import add, marker
+
+    add.enqueue(1, 2)
+    made = Task.objects.get(name="django-tests-djangotasks-add")
+    assert (made.title, made.max_concurrent, made.timeout) == ("tests.djangotasks.add", 1000, None)
+    assert made.argv[1:] == ["-m", "taskrunner.djangotask", "tests.djangotasks.add"]
+    assert "DATABASE_URL" in made.pass_env
+    backend = "taskrunner.backends.SupervisedBackend"
+    options = {"timeout": 60, "grace": 3, "max_concurrent": 2}
+    settings.TASKS = {"default": {"BACKEND": backend, "OPTIONS": options}}
+    marker.enqueue("x")
+    made = Task.objects.get(name="django-tests-djangotasks-marker")
+    assert (made.timeout, made.grace, made.max_concurrent) == (60, 3, 2)
+    settings.TASKS = {"default": {"BACKEND": backend, "OPTIONS": {"timeuot": 1}}}
+    with pytest.raises(InvalidTaskBackend, match="timeuot"):
+        task_backends["default"]  # noqa: B018 - creating it is what fails
