@@ -29,13 +29,13 @@ def sales_report(days: int = 30, seconds_per_day: float = 2.0) -> dict:
         sales = {region: rng.randint(20, 500) for region in REGIONS}
         for region, amount in sales.items():
             totals[region] += amount
-        best = max(sales, key=sales.get)
+        best = max(sales, key=lambda region: sales[region])
         logger.info("day %s summed: %s orders, best region %s", day, sum(sales.values()), best)
         child.progress(day, days, f"day {day} of {days}")
     summary = {
         "days": days,
         "orders": sum(totals.values()),
-        "best_region": max(totals, key=totals.get),
+        "best_region": max(totals, key=lambda region: totals[region]),
         "by_region": totals,
     }
     print(f"report done: {summary['orders']} orders, best region {summary['best_region']}")

@@ -58,19 +58,19 @@ from taskrunner.models import (
 )
 
 TASK_NAME_PREFIX = "django-"
-NAME_MAX_LENGTH = Task._meta.get_field("name").max_length
+NAME_MAX_LENGTH: int = Task._meta.get_field("name").max_length or 100
 CHILD_MODULE = "taskrunner.djangotask"
 # The structured message a failing function's process sends last (see djangotask).
 EXCEPTION_MESSAGE = "taskrunner.exception"
 OPTION_FIELDS = ("timeout", "grace", "max_concurrent", "retries")
 DEFAULT_MAX_CONCURRENT = 1000
-STATUS_MAP = {
+STATUS_MAP: dict[str, TaskResultStatus] = {
     RunStatus.QUEUED: TaskResultStatus.READY,
     RunStatus.RUNNING: TaskResultStatus.RUNNING,
     RunStatus.PAUSED: TaskResultStatus.RUNNING,
     RunStatus.SUCCEEDED: TaskResultStatus.SUCCESSFUL,
 }
-ENDED_BY = {
+ENDED_BY: dict[str, str] = {
     RunStatus.ABORTED: "taskrunner.exceptions.RunAborted",
     RunStatus.TIMED_OUT: "taskrunner.exceptions.RunTimedOut",
     RunStatus.LOST: "taskrunner.exceptions.RunLost",
@@ -147,7 +147,7 @@ class SupervisedBackend(BaseTaskBackend):
                 if not _has_field(Run, "run_after"):
                     # The column and its claim filter come with delayed runs.
                     raise InvalidTask("run_after needs the runner's delayed runs.")
-                run.run_after = task.run_after
+                run.run_after = task.run_after  # type: ignore[attr-defined]
             run.save(force_insert=True)
             RunAction.objects.create(
                 run=run, action=ActionKind.START, via=Via.DJANGO, applied_at=run.created_at
@@ -186,7 +186,7 @@ class SupervisedBackend(BaseTaskBackend):
             raise TaskResultDoesNotExist(result_id) from None
         run = Run.objects.select_related("task").filter(pk=run_id).first()
         module_path = module_path_of(run.task) if run is not None else None
-        if module_path is None:
+        if run is None or module_path is None:
             raise TaskResultDoesNotExist(result_id)
         return self.result_for(run, load_task(module_path))
 
@@ -196,7 +196,7 @@ class SupervisedBackend(BaseTaskBackend):
         errors = [function_error(run)] if status == TaskResultStatus.FAILED else []
         if task.priority != run.priority:
             task = task.using(priority=run.priority)
-        result = TaskResult(
+        result: TaskResult = TaskResult(
             task=task,
             id=str(run.pk),
             status=status,

@@ -95,6 +95,8 @@ def run_function(module_path: str) -> int:
             task_started.send(type(backend), task_result=task_result)
         args, kwargs = params.get("args", []), params.get("kwargs", {})
         if task.takes_context:
+            if task_result is None:
+                raise RuntimeError("A task that takes context runs only as a run of its backend.")
             args = [TaskContext(task_result=task_result), *args]
         value = result_line(call(task.func, args, kwargs))
     except BaseException as exc:  # noqa: BLE001 - whatever the function raised fails the run

@@ -221,6 +221,7 @@ class ForkedProcess(SupervisedProcess):
     def __init__(self, argv: list[str], *, zygote: Zygote, request: dict, **kwargs):
         popen = zygote.fork(request)
         super().__init__(argv, env={}, cwd=None, popen=popen, **kwargs)
+        self.forked_popen = popen
         # Identity taken and pidfd open: the warm process may reap it now.
         zygote.watch(popen.pid)
         self.forked = True
@@ -228,7 +229,7 @@ class ForkedProcess(SupervisedProcess):
     async def finish(self, *, leftover_grace: float = 0.0) -> int:
         await self.exited.wait()
         try:
-            await asyncio.wait_for(self.popen.reported.wait(), EXIT_REPORT_SECONDS)
+            await asyncio.wait_for(self.forked_popen.reported.wait(), EXIT_REPORT_SECONDS)
         except TimeoutError:
             logger.warning("no exit status from the warm process pid=%s", self.pid)
         return await super().finish(leftover_grace=leftover_grace)

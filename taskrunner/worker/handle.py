@@ -85,20 +85,34 @@ class RunHandle:
         }
         lines_to: list[RunHandle] = []  # the handle exists once the child does
         argv = substitute(task.argv, run.params)
-        common = {
-            "key": key,
-            "on_lines": lambda stream, lines: lines_to[0].on_lines(stream, lines),
-            "max_line_bytes": conf.max_line_bytes(),
-        }
+
+        def on_lines(stream: str, lines: list[Line]) -> None:
+            lines_to[0].on_lines(stream, lines)
+
+        max_line_bytes = conf.max_line_bytes()
         proc: SupervisedProcess | None = None
         request = warm.request_for(task, env) if warm is not None else None
-        if request is not None:
+        if request is not None and warm is not None and warm.zygote is not None:
             try:
-                proc = ForkedProcess(argv, zygote=warm.zygote, request=request, **common)
+                proc = ForkedProcess(
+                    argv,
+                    zygote=warm.zygote,
+                    request=request,
+                    key=key,
+                    on_lines=on_lines,
+                    max_line_bytes=max_line_bytes,
+                )
             except OSError as exc:
                 logger.warning("warm start failed; starting cold run_id=%s error=%s", run.pk, exc)
         if proc is None:
-            proc = SupervisedProcess(argv, env=env, cwd=task.cwd or None, **common)
+            proc = SupervisedProcess(
+                argv,
+                env=env,
+                cwd=task.cwd or None,
+                key=key,
+                on_lines=on_lines,
+                max_line_bytes=max_line_bytes,
+            )
         handle = cls(run, proc, procs=procs, on_output=on_output)
         lines_to.append(handle)
         return handle
