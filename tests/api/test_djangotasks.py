@@ -360,3 +360,37 @@ def test_options_set_the_task_rows_the_backend_makes(transactional_db, settings)
     settings.TASKS = {"default": {"BACKEND": backend, "OPTIONS": {"timeuot": 1}}}
     with pytest.raises(InvalidTaskBackend, match="timeuot"):
         task_backends["default"]  # noqa: B018 - creating it is what fails
+
+
+def warm_processes(worker) -> list[psutil.Process]:
+    children = psutil.Process(worker.pid).children()
+    return [p for p in children if "taskrunner.zygote" in p.cmdline()]
+
+
+def test_without_its_warm_process_a_worker_starts_cold_and_leaves_nothing(start_worker):
+    import signal
+
+    from tests.djangotasks import add
+
+    worker = start_worker()
+    wait_for(lambda: "warm process ready" in worker.log(), 60)
+    warm = warm_processes(worker)
+    assert len(warm) == 1
+    first = add.enqueue(1, 1)
+    assert final_run(first).status == "succeeded"
+    assert started_as(worker, int(first.id)) == "warm"
+
+    warm[0].kill()
+    wait_for(lambda: "warm process lost" in worker.log(), 10)
+    second = add.enqueue(2, 2)
+    run = final_run(second)
+    assert run.status == "succeeded" and run.result["sum"] == 4
+    assert started_as(worker, run.pk) == "cold"
+
+    restarted = start_worker()
+    wait_for(lambda: "warm process ready" in restarted.log(), 60)
+    zygote = warm_processes(restarted)
+    assert len(zygote) == 1
+    restarted.signal(signal.SIGTERM)
+    assert restarted.wait(timeout=30) == 0
+    wait_for(lambda: gone(zygote), 10)  # the warm process ends with its worker
