@@ -137,6 +137,9 @@ class SupervisedBackend(BaseTaskBackend):
 
     def enqueue(self, task: DjangoTask, args, kwargs) -> TaskResult:
         self.validate_task(task)
+        if task.run_after is not None and not _has_field(Run, "run_after"):
+            # The column and its claim filter come with delayed runs.
+            raise InvalidTask("run_after needs the runner's delayed runs.")
         arguments = json_arguments(args, kwargs)
         with transaction.atomic():
             task_row = self._task_row(task)
@@ -144,9 +147,6 @@ class SupervisedBackend(BaseTaskBackend):
                 raise ActionNotAllowed(f"Task '{task_row.name}' is disabled.")
             run = Run(task=task_row, params=arguments, priority=task.priority)
             if task.run_after is not None:
-                if not _has_field(Run, "run_after"):
-                    # The column and its claim filter come with delayed runs.
-                    raise InvalidTask("run_after needs the runner's delayed runs.")
                 run.run_after = task.run_after  # type: ignore[attr-defined]
             run.save(force_insert=True)
             RunAction.objects.create(
