@@ -394,3 +394,24 @@ def test_without_its_warm_process_a_worker_starts_cold_and_leaves_nothing(start_
     restarted.signal(signal.SIGTERM)
     assert restarted.wait(timeout=30) == 0
     wait_for(lambda: gone(zygote), 10)  # the warm process ends with its worker
+
+
+def test_run_after_goes_to_the_run_or_is_refused_without_delayed_runs(transactional_db):
+    """Before the delayed runs (the run_after column) are merged, a refusal; after, the run's."""
+    from datetime import timedelta
+
+    from django.tasks.exceptions import InvalidTask
+    from django.utils import timezone
+
+    from taskrunner.models import Run
+    from tests.djangotasks import add
+
+    later = timezone.now() + timedelta(hours=1)
+    deferred = add.using(run_after=later)
+    if not any(field.name == "run_after" for field in Run._meta.get_fields()):
+        with pytest.raises(InvalidTask, match="run_after"):
+            deferred.enqueue(1, 2)
+        assert Run.objects.count() == 0
+        return
+    run = run_of(deferred.enqueue(1, 2))
+    assert (run.status, run.run_after) == ("queued", later)
