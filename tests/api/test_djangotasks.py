@@ -396,7 +396,7 @@ def test_without_its_warm_process_a_worker_starts_cold_and_leaves_nothing(start_
     wait_for(lambda: gone(zygote), 10)  # the warm process ends with its worker
 
 
-def test_run_after_goes_to_the_run_or_is_refused_without_delayed_runs(transactional_db):
+def test_run_after_goes_to_the_run_or_is_refused_without_delayed_runs(start_worker):
     """Before the delayed runs (the run_after column) are merged, a refusal; after, the run's."""
     from datetime import timedelta
 
@@ -413,5 +413,9 @@ def test_run_after_goes_to_the_run_or_is_refused_without_delayed_runs(transactio
             deferred.enqueue(1, 2)
         assert Run.objects.count() == 0
         return
-    run = run_of(deferred.enqueue(1, 2))
-    assert (run.status, run.run_after) == ("queued", later)
+    held = deferred.enqueue(1, 2)
+    assert run_of(held).run_after == later
+    start_worker()
+    # A run enqueued after it, due at once, runs while the deferred one waits.
+    assert final_run(add.enqueue(3, 4)).status == "succeeded"
+    assert run_of(held).status == "queued"
