@@ -63,7 +63,6 @@ class RunHandle:
     def spawn(
         cls,
         run: Run,
-        *,
         procs: ThreadPoolExecutor,
         on_output: Callable[[], None],
         warm: WarmStarts | None = None,

@@ -81,7 +81,7 @@ class Supervisor:
         self.wake = asyncio.Event()
         self.writer = EventWriter(self.db, self.handles, on_gone=self._run_gone)
         self.waker = DatabaseWaker()
-        self.warm = WarmStarts()
+        self.warm = WarmStarts()  # Django tasks' children forked from a warm process
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self._handle_stop_signal, sig)
         try:
@@ -95,7 +95,6 @@ class Supervisor:
                 self.concurrency,
             )
             await self.db.call(reconcile.reconcile_dead_workers, self.worker, self.db.contact_since)
-            self.warm.start()  # Django tasks' children forked from a warm process
             writing = asyncio.create_task(forever("writer", self.writer.step))
             side = [
                 asyncio.create_task(forever("watcher", self._watch_step)),
@@ -193,9 +192,7 @@ class Supervisor:
     async def _start(self, run: Run) -> None:
         """Spawn the run's child first; recording it waits until the child runs."""
         try:
-            handle = RunHandle.spawn(
-                run, procs=self.procs, on_output=self.writer.wake, warm=self.warm
-            )
+            handle = RunHandle.spawn(run, self.procs, self.writer.wake, self.warm)
         except (OSError, ValueError) as exc:
             logger.warning("run could not start run_id=%s error=%s", run.pk, exc)
             try:

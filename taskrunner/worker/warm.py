@@ -32,8 +32,10 @@ class WarmStarts:
         self.settings_module = settings.SETTINGS_MODULE or os.environ.get(
             "DJANGO_SETTINGS_MODULE", ""
         )
+        self.start()
 
     def start(self) -> None:
+        """Start the warm process (from the worker's loop); it says when it is ready."""
         if not conf.warm_starts() or not self.settings_module:
             return
         env = {
