@@ -260,6 +260,10 @@ for _setting in _taskrunner_conf.SETTINGS:
 # SQLite: where the workers bind the sockets they are woken through (a path,
 # so not among the numbers above; taskrunner.conf.wake_dir reads it).
 TASKRUNNER_WAKE_DIR = env.str("TASKRUNNER_WAKE_DIR", default=str(VAR_DIR / "wake"))
+TASKRUNNER_WARM_STARTS = _bool("TASKRUNNER_WARM_STARTS", True)
 
 # The API answers a failed CSRF check with its JSON 403 (HTML elsewhere).
 CSRF_FAILURE_VIEW = "taskrunner.api.errors.csrf_failure"
+
+# Django's own tasks (`@task` functions, `enqueue`) run as supervised runs.
+TASKS = {"default": {"BACKEND": "taskrunner.backends.SupervisedBackend"}}

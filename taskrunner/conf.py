@@ -130,3 +130,12 @@ def sse_max_streams_per_user() -> int:
 
 def sse_max_streams_per_process() -> int:
     return int(SSE_MAX_STREAMS_PER_PROCESS.value())
+
+
+# A switch, not a number (so not in SETTINGS): Django tasks' children are
+# forked from a warm process each worker keeps (True), or started cold.
+WARM_STARTS_NAME = "TASKRUNNER_WARM_STARTS"
+
+
+def warm_starts() -> bool:
+    return bool(getattr(settings, WARM_STARTS_NAME, True))

@@ -155,11 +155,12 @@ def heartbeat(worker: Worker) -> None:
 
 
 def claim(worker: Worker, limit: int) -> list[Run]:
-    """Claim queued runs; loaded whole, task included, so the loop reads them without queries."""
+    """Claim queued runs, in start order, loaded whole (task included: no query later)."""
     ids = Run.objects.claim(worker, limit)
     if not ids:
         return []
-    return list(Run.objects.select_related("task", "requested_by").filter(pk__in=ids))
+    runs = Run.objects.select_related("task", "requested_by").in_bulk(ids)
+    return [runs[run_id] for run_id in ids if run_id in runs]  # in the claim's start order
 
 
 def store_batch(batch: dict[int, Taken]) -> None:

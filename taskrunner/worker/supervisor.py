@@ -40,6 +40,7 @@ from taskrunner.wakeup import DatabaseWaker, fallback_seconds
 from taskrunner.worker import controls, database, reconcile
 from taskrunner.worker.database import GaveUp, WorkerDatabase
 from taskrunner.worker.handle import RunHandle
+from taskrunner.worker.warm import WarmStarts
 from taskrunner.worker.writer import EventWriter
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class Supervisor:
         self.waker = DatabaseWaker()
         self.direct = self.waker.direct = WakeSocket.for_worker(self.waker.vendor)
         self.applied = controls.RecentlyApplied()
+        self.warm = WarmStarts()  # Django tasks' children forked from a warm process
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self._handle_stop_signal, sig)
         try:
@@ -121,6 +123,7 @@ class Supervisor:
             logger.error("worker stopping without a database")
             self.exit_status = 1
         finally:
+            self.warm.close()
             await self.waker.close()
             if self.direct is not None:
                 self.direct.close()
@@ -194,7 +197,7 @@ class Supervisor:
     async def _start(self, run: Run) -> None:
         """Spawn the run's child first; recording it waits until the child runs."""
         try:
-            handle = RunHandle.spawn(run, procs=self.procs, on_output=self.writer.wake)
+            handle = RunHandle.spawn(run, self.procs, self.writer.wake, self.warm)
         except (OSError, ValueError) as exc:
             logger.warning("run could not start run_id=%s error=%s", run.pk, exc)
             try:
@@ -206,7 +209,7 @@ class Supervisor:
                 logger.exception("recording a failed start failed run_id=%s", run.pk)
             return
         self.handles[run.pk] = handle
-        logger.info("run started run_id=%s task=%s pid=%s", run.pk, run.task.name, handle.proc.pid)
+        logger.info("run started run_id=%s task=%s pid=%s start=%s", *handle.describe())
         handle.arm()
         supervision = asyncio.create_task(self._supervise(handle), name=f"run-{run.pk}")
         self.supervisions.add(supervision)
