@@ -287,18 +287,13 @@ class Supervisor:
         # the fallback, is slower when it exists: a lost wake-up only delays.
         direct = self.direct is not None or self.waker.vendor == "postgresql"
         seen = await self.waker.wait(timeout=fallback_seconds() if direct else self.poll_interval)
-        changed = {payload for payload in seen if not self._own_events(payload)}
+        changed = {payload for payload in seen if not own_events(payload, self.handles)}
         if seen and not changed:
             return  # only the events this worker just stored: nothing to do
         if not changed or any(not p.startswith("control:") for p in changed):
             self.wake.set()  # a new run, or a timeout: the main loop looks for runs
         if self.handles:
             await controls.on_wakeup(self.db, self.worker, self.handles, changed, self.applied)
-
-    def _own_events(self, payload: str) -> bool:
-        """A PostgreSQL notification of events stored by this worker for its own runs."""
-        kind, _, run_id = payload.partition(":")
-        return kind == "event" and run_id.isdigit() and int(run_id) in self.handles
 
     async def _heartbeat_step(self) -> None:
         await asyncio.sleep(conf.heartbeat_seconds())
@@ -309,12 +304,7 @@ class Supervisor:
 
     async def _sample_step(self) -> None:
         await asyncio.sleep(SAMPLE_SECONDS)
-        samples = {}
-        for run_id, handle in list(self.handles.items()):
-            cpu, rss = await self.loop.run_in_executor(self.procs, handle.proc.tree.sample)
-            samples[run_id] = (round(cpu, 1), rss)
-        if samples:
-            await self.db.call(database.store_samples, samples)
+        await sample_runs(self.handles, self.procs, self.db)
 
     # --- stopping ---------------------------------------------------------------
 
@@ -353,6 +343,25 @@ class Supervisor:
                 [waiter, *self.supervisions], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
             waiter.cancel()
+
+
+def own_events(payload: str, handles: dict[int, RunHandle]) -> bool:
+    """A PostgreSQL notification of events stored by this worker for its own runs."""
+    kind, _, run_id = payload.partition(":")
+    return kind == "event" and run_id.isdigit() and int(run_id) in handles
+
+
+async def sample_runs(
+    handles: dict[int, RunHandle], procs: ThreadPoolExecutor, db: WorkerDatabase
+) -> None:
+    """CPU and memory of each run's whole tree, stored on its run (no event: the pages poll)."""
+    loop = asyncio.get_running_loop()
+    samples = {}
+    for run_id, handle in list(handles.items()):
+        cpu, rss = await loop.run_in_executor(procs, handle.proc.tree.sample)
+        samples[run_id] = (round(cpu, 1), rss)
+    if samples:
+        await db.call(database.store_samples, samples)
 
 
 async def forever(name: str, step: Callable[[], Awaitable[None]]) -> None:
