@@ -205,6 +205,14 @@ STORAGES = {
             else "backoffice.storage.StaticStorage"
         )
     },
+    # The files runs keep (README "Artifacts"): a local directory by default;
+    # any Django storage backend (S3 through django-storages) for several hosts.
+    "taskrunner_artifacts": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {
+            "location": env.str("TASKRUNNER_ARTIFACTS_ROOT", default=str(VAR_DIR / "artifacts")),
+        },
+    },
 }
 # Serve from the finders when the manifest has not been built (tests, make run).
 WHITENOISE_USE_FINDERS = True
@@ -246,6 +254,12 @@ LOGGING = {
 TASKRUNNER_MAX_LINE_BYTES = env.int("TASKRUNNER_MAX_LINE_BYTES", default=64 * 1024)
 TASKRUNNER_HEARTBEAT_SECONDS = env.float("TASKRUNNER_HEARTBEAT_SECONDS", default=5.0)
 TASKRUNNER_WORKER_DEAD_AFTER = env.float("TASKRUNNER_WORKER_DEAD_AFTER", default=30.0)
+# Where a worker makes each run's empty TASKRUNNER_ARTIFACTS_DIR (one directory
+# per run, removed once its files are kept); on the artifact storage's
+# filesystem, keeping a file is a rename instead of a copy.
+TASKRUNNER_ARTIFACTS_WORK_DIR = env.str(
+    "TASKRUNNER_ARTIFACTS_WORK_DIR", default=str(VAR_DIR / "run-artifacts")
+)
 # Event streams: a keepalive comment after this many idle seconds, and a
 # stream closes after its maximum lifetime (clients reconnect with
 # Last-Event-ID), so restarts never wait on open streams.

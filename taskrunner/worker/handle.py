@@ -26,6 +26,7 @@ from taskrunner.process.execution import RunExecution
 from taskrunner.process.lines import Line
 from taskrunner.process.output import OutputBuffer
 from taskrunner.process.supervised import SupervisedProcess
+from taskrunner.worker import artifacts
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +41,14 @@ class RunHandle:
         *,
         procs: ThreadPoolExecutor,
         on_output: Callable[[], None],
+        on_publish: Callable[["RunHandle", list[str]], None] | None = None,
     ):
         self.run = run
         self.proc = proc
         self.loop = asyncio.get_running_loop()
         self.procs = procs
         self.on_output = on_output  # tells the writer there is something to store
+        self.on_publish = on_publish  # `::artifact` lines: files to keep now
         self.output = OutputBuffer()
         self.execution = RunExecution(
             proc, timeout=run.task.timeout, grace=run.task.grace, note=self._note_from_thread
@@ -59,29 +62,40 @@ class RunHandle:
 
     @classmethod
     def spawn(
-        cls, run: Run, *, procs: ThreadPoolExecutor, on_output: Callable[[], None]
+        cls,
+        run: Run,
+        *,
+        procs: ThreadPoolExecutor,
+        on_output: Callable[[], None],
+        on_publish: Callable[["RunHandle", list[str]], None] | None = None,
     ) -> "RunHandle":
         """Start the run's child now (OSError or ValueError if it cannot be started)."""
         task = run.task
         key = uuid.uuid4().hex
+        artifacts_dir = artifacts.prepare(run.pk)
         env = {
             # The site's secrets stay with the worker unless the task names them.
             **task.child_environment(dict(os.environ)),
             "TASKRUNNER_RUN_ID": str(run.pk),
             "TASKRUNNER_PARAMS": json.dumps(run.params),
             "TASKRUNNER_PROCESS_KEY": key,
+            artifacts.ENV_NAME: str(artifacts_dir),
             "PYTHONUNBUFFERED": "1",
         }
         lines_to: list[RunHandle] = []  # the handle exists once the child does
-        proc = SupervisedProcess(
-            substitute(task.argv, run.params),
-            env=env,
-            cwd=task.cwd or None,
-            key=key,
-            on_lines=lambda stream, lines: lines_to[0].on_lines(stream, lines),
-            max_line_bytes=conf.max_line_bytes(),
-        )
-        handle = cls(run, proc, procs=procs, on_output=on_output)
+        try:
+            proc = SupervisedProcess(
+                substitute(task.argv, run.params),
+                env=env,
+                cwd=task.cwd or None,
+                key=key,
+                on_lines=lambda stream, lines: lines_to[0].on_lines(stream, lines),
+                max_line_bytes=conf.max_line_bytes(),
+            )
+        except BaseException:
+            artifacts.remove(run.pk)
+            raise
+        handle = cls(run, proc, procs=procs, on_output=on_output, on_publish=on_publish)
         lines_to.append(handle)
         return handle
 
@@ -96,6 +110,8 @@ class RunHandle:
         if self.gone:
             return  # read (so the child is not blocked), never stored
         self.output.add_lines(stream, lines, timezone.now())
+        if self.output.published and self.on_publish is not None:
+            self.on_publish(self, self.output.take_published())
         if not self.backpressured and self.output.above_high_water():
             self.backpressured = True
             self.proc.pause_reading()
@@ -109,6 +125,10 @@ class RunHandle:
 
     def _note_from_thread(self, text: str) -> None:
         self.loop.call_soon_threadsafe(self._note, text)
+
+    def note(self, text: str) -> None:
+        """A line of the supervisor's own in the run's log (on the loop)."""
+        self._note(text)
 
     def _note(self, text: str) -> None:
         logger.info("run note run_id=%s note=%r", self.run_id, text)

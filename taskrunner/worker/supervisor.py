@@ -37,6 +37,7 @@ from taskrunner.process.execution import StopReason
 from taskrunner.unavailable import is_database_unavailable
 from taskrunner.wakeup import DatabaseWaker
 from taskrunner.worker import controls, database, reconcile
+from taskrunner.worker.artifacts import ArtifactCollector
 from taskrunner.worker.database import GaveUp, WorkerDatabase
 from taskrunner.worker.handle import RunHandle
 from taskrunner.worker.writer import EventWriter
@@ -79,6 +80,7 @@ class Supervisor:
         self.procs = ThreadPoolExecutor(1, thread_name_prefix="taskrunner-procs")
         self.wake = asyncio.Event()
         self.writer = EventWriter(self.db, self.handles, on_gone=self._run_gone)
+        self.collector = ArtifactCollector(self.db)
         self.waker = DatabaseWaker()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self._handle_stop_signal, sig)
@@ -122,6 +124,7 @@ class Supervisor:
             # The database thread may be stuck waiting on the database: never wait for it.
             await self.db.close(abandon=bool(self.exit_status))
             self.procs.shutdown(wait=True)
+            self.collector.close()
         return self.exit_status
 
     def _handle_stop_signal(self, sig: int) -> None:
@@ -186,7 +189,9 @@ class Supervisor:
     async def _start(self, run: Run) -> None:
         """Spawn the run's child first; recording it waits until the child runs."""
         try:
-            handle = RunHandle.spawn(run, procs=self.procs, on_output=self.writer.wake)
+            handle = RunHandle.spawn(
+                run, procs=self.procs, on_output=self.writer.wake, on_publish=self.collector.publish
+            )
         except (OSError, ValueError) as exc:
             logger.warning("run could not start run_id=%s error=%s", run.pk, exc)
             try:
@@ -217,6 +222,7 @@ class Supervisor:
             # Every line is read; the writer stores them before the final status.
             self.writer.wake()
             await handle.stored.wait()
+            await self.collector.finish(handle, self.writer)  # its files, before its status
             if handle.gone:
                 logger.info("deleted run ended run_id=%s returncode=%s", handle.run_id, returncode)
                 return
