@@ -246,3 +246,48 @@ def test_a_copy_keeps_the_file_when_the_storage_is_on_another_filesystem(
     assert bob.get(blob["url"]).content == BLOB
     assert not (work / str(run_id)).exists()
     assert not list((tmp_path / "store" / ".incoming").iterdir())
+
+
+def manage(env: dict[str, str], *args: str):
+    import subprocess
+
+    from tests.conftest import ROOT, subprocess_env
+
+    return subprocess.run(
+        [sys.executable, "manage.py", "taskrunner", *args],
+        cwd=ROOT,
+        env=subprocess_env(env),
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def test_the_command_line_lists_and_writes_artifacts(
+    as_user, maker, artifact_worker, artifact_env, tmp_path
+):
+    bob = as_user["bob"]
+    maker("three")
+    run_id = start(bob, "maker-three")
+    run_until(bob, run_id, "succeeded")
+    listed = manage(artifact_env, "artifacts", str(run_id))
+    assert listed.returncode == 0, listed.stderr
+    out = listed.stdout.decode()
+    assert "data/blob.bin" in out and hashlib.sha256(BLOB).hexdigest() in out
+    to_stdout = manage(artifact_env, "artifact", str(run_id), "data/blob.bin")
+    assert to_stdout.returncode == 0 and to_stdout.stdout == BLOB
+    target = tmp_path / "copy.bin"
+    to_file = manage(artifact_env, "artifact", str(run_id), "data/blob.bin", "-o", str(target))
+    assert to_file.returncode == 0, to_file.stderr
+    assert target.read_bytes() == BLOB
+    missing = manage(artifact_env, "artifact", str(run_id), "nope")
+    assert missing.returncode != 0 and missing.stdout == b""
+    assert (
+        missing.stderr.decode().count("\n") == 1 and "no artifact named" in missing.stderr.decode()
+    )
+    # A stored file that no longer matches its SHA-256 is refused, and no FILE is left.
+    stored = tmp_path / "store" / "runs" / str(run_id) / "report.txt"
+    stored.write_bytes(b"tampered\n")
+    bad = tmp_path / "bad.txt"
+    refused = manage(artifact_env, "artifact", str(run_id), "report.txt", "-o", str(bad))
+    assert refused.returncode != 0 and "SHA-256" in refused.stderr.decode()
+    assert not bad.exists()
