@@ -28,6 +28,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct-horse-battery-staple"
 CHILDREN = ROOT / "tests" / "children"
+SESSION_ARTIFACTS = ROOT / "var" / f"test-artifacts-{os.getpid()}"
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02):
@@ -92,6 +93,9 @@ def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     # Short intervals so tests never wait long (the worker reads these).
     env.setdefault("TASKRUNNER_HEARTBEAT_SECONDS", "0.5")
     env.setdefault("TASKRUNNER_WORKER_DEAD_AFTER", "3")
+    # Artifacts of this test session apart from any other's (run ids repeat across sessions).
+    env.setdefault("TASKRUNNER_ARTIFACTS_ROOT", str(SESSION_ARTIFACTS / "store"))
+    env.setdefault("TASKRUNNER_ARTIFACTS_WORK_DIR", str(SESSION_ARTIFACTS / "work"))
     if extra:
         env.update(extra)
     return env
