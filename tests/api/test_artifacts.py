@@ -291,3 +291,19 @@ def test_the_command_line_lists_and_writes_artifacts(
     refused = manage(artifact_env, "artifact", str(run_id), "report.txt", "-o", str(bad))
     assert refused.returncode != 0 and "SHA-256" in refused.stderr.decode()
     assert not bad.exists()
+
+
+def test_a_lost_runs_files_are_kept_by_the_next_worker(as_user, maker, start_worker, artifact_env):
+    import signal
+
+    bob = as_user["bob"]
+    first = start_worker(env=artifact_env)
+    maker("hang")
+    run_id = start(bob, "maker-hang")
+    wait_for(lambda: "waiting" in log_lines(bob, run_id), timeout=30)
+    first.signal(signal.SIGKILL)  # no chance to collect anything
+    first.wait()
+    start_worker(env=artifact_env)
+    run = run_until(bob, run_id, "lost")
+    assert [a["name"] for a in run["artifacts"]] == ["progress.log"]
+    assert bob.get(f"/api/runs/{run_id}/artifacts/progress.log").content == b"step 1\n"
