@@ -21,13 +21,12 @@ import logging
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils.http import content_disposition_header
 
-from taskrunner import sse
+from taskrunner import conf, sse
 from taskrunner.api.access import api_view
 from taskrunner.api.errors import ApiError, invalid, not_found
 from taskrunner.api.views import MAX_ID, get_task, task_detail
@@ -41,11 +40,11 @@ LOG_BYTES = 1024 * 1024  # log text read per query of the text log
 
 
 def max_streams_per_user() -> int:
-    return int(getattr(settings, "TASKRUNNER_SSE_MAX_STREAMS_PER_USER", 100))
+    return conf.sse_max_streams_per_user()
 
 
 def max_streams_per_process() -> int:
-    return int(getattr(settings, "TASKRUNNER_SSE_MAX_STREAMS_PER_PROCESS", 2000))
+    return conf.sse_max_streams_per_process()
 
 
 class StreamSlots:
@@ -102,11 +101,11 @@ def _capped(response: StreamingHttpResponse, release) -> StreamingHttpResponse:
 
 
 def keepalive_seconds() -> float:
-    return float(getattr(settings, "TASKRUNNER_SSE_KEEPALIVE_SECONDS", 15.0))
+    return conf.sse_keepalive_seconds()
 
 
 def max_stream_seconds() -> float:
-    return float(getattr(settings, "TASKRUNNER_SSE_MAX_SECONDS", 1800.0))
+    return conf.sse_max_seconds()
 
 
 def _require_asgi(request: HttpRequest) -> None:

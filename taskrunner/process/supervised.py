@@ -14,7 +14,6 @@ import asyncio
 import errno
 import logging
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -282,13 +281,3 @@ class SupervisedProcess:
                 if not self._paused_reading:
                     waited += 0.05
         return self.reap()
-
-
-def describe_exit(returncode: int) -> str:
-    """`exit code 3` or `killed by SIGKILL`, for a run's error text."""
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exit code {returncode}"
