@@ -56,9 +56,11 @@ def test_deleting_a_run_deletes_its_stored_files(store_dir, run):
     assert not (files / "a.txt").exists()
     keep(Run.objects.create(task=run.task, status=RunStatus.FAILED), "c.txt", b"c")
     other = Run.objects.exclude(pk=run.pk).get()
+    other_id = other.pk  # delete() sets pk to None
+    assert (store_dir / "runs" / str(other_id) / "c.txt").exists()
     other.delete()  # the cascade deletes the row, and the row its file, once committed
-    assert not Artifact.objects.filter(run_id=other.pk).exists()
-    assert not (store_dir / "runs" / str(other.pk)).exists()
+    assert not Artifact.objects.filter(run_id=other_id).exists()
+    assert not (store_dir / "runs" / str(other_id)).exists()
 
 
 def test_a_lost_runs_leftovers_and_orphans_are_kept(store_dir, run):
