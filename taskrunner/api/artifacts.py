@@ -62,8 +62,12 @@ def _find(run_id: int, name: str) -> Artifact:
     return artifact
 
 
-def requested_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
-    """(first, last) byte of a single satisfiable range; None for the whole file; False: 416."""
+class Unsatisfiable(Exception):
+    """The range starts past the end of the file: 416."""
+
+
+def requested_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(first, last) byte of a single range; None for the whole file. Unsatisfiable: 416."""
     if not header:
         return None
     match = RANGE_RE.match(header.strip())
@@ -72,14 +76,14 @@ def requested_range(header: str | None, size: int) -> tuple[int, int] | None | b
     if not match["start"]:  # the last N bytes
         count = int(match["end"])
         if count == 0 or size == 0:
-            return False
+            raise Unsatisfiable
         return max(0, size - count), size - 1
     first = int(match["start"])
     last = int(match["end"]) if match["end"] else size - 1
     if match["end"] and last < first:
         return None  # syntactically invalid: ignored
     if first >= size:
-        return False
+        raise Unsatisfiable
     return first, min(last, size - 1)
 
 
@@ -125,21 +129,25 @@ def _read_sync(storage_name: str, first: int, count: int) -> Iterator[bytes]:
 
 
 @api_view({"GET": None})
-async def run_artifact(request: HttpRequest, run_id: int, name: str) -> HttpResponse:
+async def run_artifact(
+    request: HttpRequest, run_id: int, name: str
+) -> HttpResponse | StreamingHttpResponse:
     """GET /api/runs/{id}/artifacts/{name}: the file, as an attachment, never inline."""
     artifact = await sync_to_async(_find)(run_id, name)
     etag = f'"{artifact.sha256}"'
     size = artifact.size
     if request.headers.get("If-None-Match") == etag:
-        response: HttpResponse = HttpResponse(status=304)
-        response["ETag"] = etag
-        return response
-    wanted = requested_range(request.headers.get("Range"), size)
-    if wanted is False:
+        not_modified = HttpResponse(status=304)
+        not_modified["ETag"] = etag
+        return not_modified
+    try:
+        wanted = requested_range(request.headers.get("Range"), size)
+    except Unsatisfiable:
         return _range_not_satisfiable(size)
     first, last = wanted if wanted else (0, size - 1)
     count = last - first + 1 if size else 0
     await sync_to_async(connections.close_all)()  # a long download holds no connection
+    response: HttpResponse | StreamingHttpResponse
     if request.method == "HEAD":
         response = HttpResponse(status=206 if wanted else 200)
     elif isinstance(request, ASGIRequest):

@@ -23,11 +23,12 @@ from taskrunner.serializers import artifact_json
 
 
 def _size(value: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:,} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return str(value)
+    amount = float(value)
+    for unit in ("KiB", "MiB", "GiB"):
+        amount /= 1024
+        if amount < 1024 or unit == "GiB":
+            return f"{value:,} B" if value < 1024 else f"{amount:.1f} {unit}"
+    return f"{value:,} B"
 
 
 def list_artifacts(opts: Namespace, console) -> int:
