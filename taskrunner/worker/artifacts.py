@@ -41,6 +41,7 @@ from taskrunner.artifacts import NotKept, Stored
 from taskrunner.events.store import append_events
 from taskrunner.process.output import Event, EventKind
 from taskrunner.serializers import artifact_json
+from taskrunner.worker.database import GaveUp
 
 if TYPE_CHECKING:
     from taskrunner.worker.database import WorkerDatabase
@@ -182,7 +183,19 @@ class ArtifactCollector:
             self.draining.pop(handle.run_id, None)
             self.pending.pop(handle.run_id, None)
 
-    async def _keep(self, handle: "RunHandle", name: str) -> None:
+    async def _keep(self, handle: "RunHandle", name: str) -> bool:
+        """Keep one file, or say in the log why not; False if it failed and may be retried."""
+        try:
+            await self._keep_one(handle, name)
+        except GaveUp:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a storage backend's error: the file stays
+            logger.exception("keeping an artifact failed run_id=%s name=%s", handle.run_id, name)
+            handle.note(f"not kept yet: {name}: storing it failed ({exc}); the file stays on disk")
+            return False
+        return True
+
+    async def _keep_one(self, handle: "RunHandle", name: str) -> None:
         if handle.gone:
             return
         directory = run_directory(handle.run_id)
@@ -216,6 +229,7 @@ class ArtifactCollector:
         draining = self.draining.get(handle.run_id)
         if draining is not None:
             await asyncio.gather(draining, return_exceptions=True)
+        failed = 0
         try:
             if not handle.gone:
                 directory = run_directory(handle.run_id)
@@ -223,8 +237,21 @@ class ArtifactCollector:
                 for name, why in refused:
                     handle.note(f"not kept: {name}: {why}")
                 for name in names:
-                    await self._keep(handle, name)
-            await self.loop.run_in_executor(self.files, remove, handle.run_id)
+                    failed += not await self._keep(handle, name)
+            if failed:
+                # Never delete what could not be stored: an operator can still reach it.
+                logger.warning(
+                    "artifacts left on disk run_id=%s files=%s directory=%s",
+                    handle.run_id,
+                    failed,
+                    run_directory(handle.run_id),
+                )
+            else:
+                await self.loop.run_in_executor(self.files, remove, handle.run_id)
+        except GaveUp:
+            raise
+        except Exception:  # noqa: BLE001 - the run's final status matters more than its files
+            logger.exception("collecting artifacts failed run_id=%s", handle.run_id)
         finally:
             self.kept.pop(handle.run_id, None)
         if not handle.gone and not handle.output.is_empty():
