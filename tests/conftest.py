@@ -13,6 +13,7 @@ All have the password `PASSWORD`.
 """
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -203,6 +204,13 @@ class ManagedProcess:
             kill_tree(self.proc)
             self.proc.wait(timeout=10)
         self._log.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_artifacts():
+    """The artifacts this session's workers kept (see subprocess_env) go with it."""
+    yield
+    shutil.rmtree(SESSION_ARTIFACTS, ignore_errors=True)
 
 
 @pytest.fixture
