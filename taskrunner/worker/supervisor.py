@@ -222,7 +222,9 @@ class Supervisor:
             finally:
                 handle.exited = True
                 handle.disarm()
-            # Every line is read; the writer stores them before the final status.
+            # What the psutil thread was doing is done, and its notes are in the
+            # buffer; every line is read; the writer stores all before the final status.
+            await handle.act(lambda: None)
             self.writer.wake()
             await handle.stored.wait()
             await self.collector.finish(handle, self.writer)  # its files, before its status
@@ -294,7 +296,9 @@ class Supervisor:
 
     async def _heartbeat_step(self) -> None:
         await asyncio.sleep(conf.heartbeat_seconds())
-        await self.db.call(database.heartbeat, self.worker)
+        # Retried at once (backoff from 0.1 s) while the database is away, so the
+        # first heartbeat after an outage is not late by a side loop's pause.
+        await self.db.call_until_done(database.heartbeat, self.worker)
         await self.db.call(reconcile.reconcile_dead_workers, self.worker, self.db.contact_since)
 
     async def _sample_step(self) -> None:
