@@ -254,8 +254,10 @@ class ArtifactCollector:
             logger.exception("collecting artifacts failed run_id=%s", handle.run_id)
         finally:
             self.kept.pop(handle.run_id, None)
-        if not handle.gone and not handle.output.is_empty():
-            handle.stored.clear()  # the writer sets it again once these are stored
+        if not handle.gone:
+            # The writer sets it again once what the collection added (notes,
+            # `artifact` messages) is committed, a batch it holds included.
+            handle.stored.clear()
             writer.wake()
             await handle.stored.wait()
 

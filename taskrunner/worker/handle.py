@@ -127,8 +127,15 @@ class RunHandle:
         self.loop.call_soon_threadsafe(self._note, text)
 
     def note(self, text: str) -> None:
-        """A line of the supervisor's own in the run's log (on the loop)."""
-        self._note(text)
+        """A line of the artifact collector's in the run's log (on the loop).
+
+        Unlike `_note`, also after `stored`: the collector runs between it and
+        the final status, and waits for its lines to be stored before that.
+        """
+        logger.info("run note run_id=%s note=%r", self.run_id, text)
+        if not self.gone:
+            self.output.add_note(text, timezone.now())
+            self.on_output()
 
     def _note(self, text: str) -> None:
         logger.info("run note run_id=%s note=%r", self.run_id, text)
