@@ -211,6 +211,14 @@ STORAGES = {
             else "backoffice.storage.StaticStorage"
         )
     },
+    # The files runs keep (README "Artifacts"): a local directory by default;
+    # any Django storage backend (S3 through django-storages) for several hosts.
+    "taskrunner_artifacts": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {
+            "location": env.str("TASKRUNNER_ARTIFACTS_ROOT", default=str(VAR_DIR / "artifacts")),
+        },
+    },
 }
 # Serve from the finders when the manifest has not been built (tests, make run).
 WHITENOISE_USE_FINDERS = True
@@ -261,6 +269,12 @@ for _setting in _taskrunner_conf.SETTINGS:
 # so not among the numbers above; taskrunner.conf.wake_dir reads it).
 TASKRUNNER_WAKE_DIR = env.str("TASKRUNNER_WAKE_DIR", default=str(VAR_DIR / "wake"))
 TASKRUNNER_WARM_STARTS = _bool("TASKRUNNER_WARM_STARTS", True)
+# Where a worker makes each run's empty TASKRUNNER_ARTIFACTS_DIR (one directory
+# per run, removed once its files are kept); on the artifact storage's
+# filesystem, keeping a file is a rename instead of a copy.
+TASKRUNNER_ARTIFACTS_WORK_DIR = env.str(
+    "TASKRUNNER_ARTIFACTS_WORK_DIR", default=str(VAR_DIR / "run-artifacts")
+)
 
 # The API answers a failed CSRF check with its JSON 403 (HTML elsewhere).
 CSRF_FAILURE_VIEW = "taskrunner.api.errors.csrf_failure"

@@ -7,4 +7,4 @@ class TaskrunnerConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from taskrunner import checks  # noqa: F401  (registers the system checks)
+        from taskrunner import artifacts, checks  # noqa: F401  (registers checks and signals)

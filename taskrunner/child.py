@@ -7,6 +7,7 @@ once; any language can print the same lines itself:
     ::progress 0.42 optional message
     ::result {"path": "/tmp/export.xml"}
     ::message NAME {"any": "json"}
+    ::artifact RELATIVE/PATH
 
 This module imports nothing from Django, so a child stays light.
 """
@@ -14,6 +15,7 @@ This module imports nothing from Django, so a child stays light.
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 
@@ -45,6 +47,23 @@ def message(name: str, data: Any = None, *, stream: TextIO | None = None) -> Non
     if not name or any(c.isspace() for c in name):
         raise ValueError("a message name is one word")
     _emit(f"::message {name} " + json.dumps(data, separators=(",", ":")), stream)
+
+
+def artifact(path: str, *, stream: TextIO | None = None) -> None:
+    """Publish a complete file of the run's artifacts directory now (`path` relative to it).
+
+    Every file left there is kept at the end of the run anyway; publishing
+    makes it downloadable while the run goes on.
+    """
+    if not path or "\n" in path or "\r" in path:
+        raise ValueError("an artifact's path is one non-empty line")
+    _emit(f"::artifact {path}", stream)
+
+
+def artifacts_dir() -> Path | None:
+    """The run's own directory for files to keep (TASKRUNNER_ARTIFACTS_DIR), or None."""
+    value = os.environ.get("TASKRUNNER_ARTIFACTS_DIR")
+    return Path(value) if value else None
 
 
 def params() -> dict[str, Any]:

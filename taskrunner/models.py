@@ -671,3 +671,49 @@ class ApiToken(models.Model):
 
 def _username(user) -> str:
     return user.get_username() if user is not None and user.is_authenticated else ""
+
+
+class ArtifactQuerySet(models.QuerySet):
+    def delete_files(self) -> int:
+        """Delete these artifacts' stored files now (rows stay); how many bytes they held."""
+        from taskrunner.artifacts import delete_stored
+
+        total = 0
+        for storage_name, size in self.values_list("storage_name", "size"):
+            delete_stored(storage_name)
+            total += size
+        return total
+
+
+class Artifact(models.Model):
+    """A file a run made, kept in the artifact storage (`taskrunner.artifacts`).
+
+    A row exists only once its bytes are fully stored and checked; deleting a
+    row (a run's deletion cascades to it) deletes the stored file once the
+    transaction commits (`taskrunner.artifacts.delete_file_with_row`).
+    """
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="artifacts")
+    name = models.CharField(max_length=500, help_text="The path under the run's directory.")
+    storage_name = models.CharField(max_length=600, help_text="Its name in the storage.")
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    content_type = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = ArtifactQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["run", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "name"], name="artifact_run_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} of run {self.run_id}"
+
+    def delete_files(self) -> None:
+        """Delete the stored file now (the row stays)."""
+        from taskrunner.artifacts import delete_stored
+
+        delete_stored(self.storage_name)

@@ -24,8 +24,22 @@ def action_json(action) -> dict[str, Any]:
     }
 
 
+def artifact_json(artifact) -> dict[str, Any]:
+    return {
+        "name": artifact.name,
+        "size": artifact.size,
+        "sha256": artifact.sha256,
+        "content_type": artifact.content_type,
+        "created_at": iso(artifact.created_at),
+        "url": _url("taskrunner-api:run-artifact", artifact.run_id, artifact.name),
+    }
+
+
 def run_json(run, *, actions=None) -> dict[str, Any]:
-    """The Run resource; `actions` may be given to avoid a query per run."""
+    """The Run resource; `actions` may be given to avoid a query per run.
+
+    Prefetch `actions` and `artifacts` when serialising many runs.
+    """
     if actions is None:
         actions = list(run.actions.all())
     return {
@@ -47,6 +61,7 @@ def run_json(run, *, actions=None) -> dict[str, Any]:
         "memory_bytes": run.memory_bytes,
         "last_seq": run.last_seq,
         "actions": [action_json(a) for a in actions],
+        "artifacts": [artifact_json(a) for a in run.artifacts.all()],
         "url": _url("taskrunner-api:run", run.pk),
         "events_url": _url("taskrunner-api:run-events", run.pk),
         "page_url": _url("taskrunner:run", run.pk),

@@ -13,6 +13,7 @@ All have the password `PASSWORD`.
 """
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +29,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct-horse-battery-staple"
 CHILDREN = ROOT / "tests" / "children"
+SESSION_ARTIFACTS = ROOT / "var" / f"test-artifacts-{os.getpid()}"
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02):
@@ -92,6 +94,9 @@ def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     # Short intervals so tests never wait long (the worker reads these).
     env.setdefault("TASKRUNNER_HEARTBEAT_SECONDS", "0.5")
     env.setdefault("TASKRUNNER_WORKER_DEAD_AFTER", "3")
+    # Artifacts of this test session apart from any other's (run ids repeat across sessions).
+    env.setdefault("TASKRUNNER_ARTIFACTS_ROOT", str(SESSION_ARTIFACTS / "store"))
+    env.setdefault("TASKRUNNER_ARTIFACTS_WORK_DIR", str(SESSION_ARTIFACTS / "work"))
     if extra:
         env.update(extra)
     return env
@@ -199,6 +204,13 @@ class ManagedProcess:
             kill_tree(self.proc)
             self.proc.wait(timeout=10)
         self._log.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_artifacts():
+    """The artifacts this session's workers kept (see subprocess_env) go with it."""
+    yield
+    shutil.rmtree(SESSION_ARTIFACTS, ignore_errors=True)
 
 
 @pytest.fixture

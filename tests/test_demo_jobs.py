@@ -1,6 +1,9 @@
 """The demo jobs of `backoffice/jobs/`, end to end through a real worker, and `setup_demo`."""
 
+import hashlib
 import io
+import json
+import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -12,7 +15,7 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 
 from taskrunner.events import store
-from taskrunner.models import Run, RunStatus, Task
+from taskrunner.models import Artifact, Run, RunStatus, Task
 from tests.conftest import ROOT, all_stopped, gone, subprocess_env, wait_for
 from tests.test_cli import cli, run_family
 
@@ -52,19 +55,45 @@ def test_setup_demo_defines_the_tasks_and_a_first_superuser_once():
     assert Task.objects.count() == 3 and User.objects.count() == 1
 
 
-def test_xml_export_writes_the_file_it_reports(worker, tmp_path):
-    exports = tmp_path / "exports"
+def test_xml_export_keeps_its_feed_as_an_artifact(start_worker, tmp_path):
+    store = tmp_path / "store"
+    work = tmp_path / "work"
+    start_worker(
+        env={"TASKRUNNER_ARTIFACTS_ROOT": str(store), "TASKRUNNER_ARTIFACTS_WORK_DIR": str(work)}
+    )
     call_command("setup_demo", stdout=io.StringIO())
-    Task.objects.filter(name="xml-export").update(env={"XML_EXPORT_DIR": str(exports)})
     result = cli("start", "xml-export", "--param", "rows=3000", "--param", "region=us", "--follow")
     assert result.returncode == 0, result.stderr
     run = Run.objects.get(pk=int(result.stdout.splitlines()[0]))
-    path = Path(run.result["path"])
-    assert path.parent == exports
-    assert run.result == {"path": str(path), "size_bytes": path.stat().st_size, "rows": 3000}
+    (artifact,) = Artifact.objects.filter(run=run)
+    assert artifact.name == "feeds/catalogue-us.xml"
+    assert artifact.content_type in {"application/xml", "text/xml"}
+    path = store / "runs" / str(run.pk) / "feeds" / "catalogue-us.xml"
+    assert run.result == {"artifact": artifact.name, "size_bytes": artifact.size, "rows": 3000}
+    assert path.stat().st_size == artifact.size
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == artifact.sha256
     products = ET.parse(path).getroot()  # noqa: S314 - our own file
     assert (products.get("region"), len(products)) == ("us", 3000)
     assert run.progress["fraction"] == 1.0
+    assert not (work / str(run.pk)).exists()  # nothing left behind, no partial file kept
+    assert "not kept" not in result.stdout + result.stderr
+
+
+def test_xml_export_outside_the_task_runner_writes_to_its_directory(tmp_path):
+    exports = tmp_path / "exports"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKRUNNER_")}
+    job = ROOT / "backoffice" / "jobs" / "xml_export.py"
+    done = subprocess.run(
+        [sys.executable, str(job), "--rows", "500", "--out-dir", str(exports)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    result = json.loads(done.stdout.splitlines()[-1].removeprefix("::result "))
+    path = Path(result["path"])
+    assert path.parent == exports and result["size_bytes"] == path.stat().st_size
     assert list(exports.iterdir()) == [path]  # no partial file left behind
 
 

@@ -6,8 +6,14 @@ Rows are generated (a stand-in for a big database query) and written as they
 are made, in blocks, so memory stays flat whatever `--rows` is: two million
 rows make about 600 MB. The file is written under a temporary name and renamed
 at the end, so a reader never sees half an export; an aborted export leaves
-nothing behind. Reports `::progress` as it goes and, at the end, `::result`
-with the path, the size in bytes and the number of rows.
+nothing behind. Reports `::progress` as it goes.
+
+Run by the task runner, it writes `feeds/catalogue-<region>.xml` in the run's
+own `TASKRUNNER_ARTIFACTS_DIR`, publishes it with `::artifact` once complete
+(staff can download it from the run page while the run ends), and its
+`::result` names the artifact, its size in bytes and the number of rows.
+Elsewhere it writes to `--out-dir` (`XML_EXPORT_DIR`, default var/exports/)
+and its result gives the path.
 """
 
 import argparse
@@ -110,10 +116,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rows < 0:
         parser.error("--rows cannot be negative")
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    name = f"catalogue-{args.region}-{stamp}-run{child.run_id() or os.getpid()}.xml"
-    final, partial = args.out_dir / name, args.out_dir / f".{name}.partial"
+    artifacts_dir = child.artifacts_dir()
+    if artifacts_dir is not None:
+        # The run's own directory: a plain name, kept as the run's artifact.
+        artifact = f"feeds/catalogue-{args.region}.xml"
+        final = artifacts_dir / artifact
+    else:
+        artifact = None
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        name = f"catalogue-{args.region}-{stamp}-run{child.run_id() or os.getpid()}.xml"
+        final = args.out_dir / name
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = final.parent / f".{final.name}.partial"
     signal.signal(signal.SIGTERM, _on_sigterm)
     print(f"exporting {args.rows:,} rows for region {args.region} to {final}")
     started = time.monotonic()
@@ -129,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         raise
     elapsed = time.monotonic() - started
     print(f"wrote {size:,} bytes in {elapsed:.1f} s")
-    child.result({"path": str(final), "size_bytes": size, "rows": args.rows})
+    if artifact is not None:
+        child.artifact(artifact)  # complete: keep it now, downloadable at once
+        child.result({"artifact": artifact, "size_bytes": size, "rows": args.rows})
+    else:
+        child.result({"path": str(final), "size_bytes": size, "rows": args.rows})
     return 0
 
 

@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from taskrunner.api import streams, views
+from taskrunner.api import artifacts, streams, views
 
 app_name = "taskrunner-api"
 
@@ -20,6 +20,8 @@ urlpatterns = [
     path("runs/<int:run_id>/events/", streams.run_events, name="run-events"),
     path("runs/<int:run_id>/event-list/", views.run_event_list, name="run-event-list"),
     path("runs/<int:run_id>/log/", streams.run_log, name="run-log"),
+    path("runs/<int:run_id>/artifacts/", artifacts.run_artifacts, name="run-artifacts"),
+    path("runs/<int:run_id>/artifacts/<path:name>", artifacts.run_artifact, name="run-artifact"),
     path("events/", streams.dashboard_events, name="events"),
     path("debug/hub/", streams.hub_debug, name="debug-hub"),
     # Anything else under /api/ is a JSON 404, not Django's HTML page.

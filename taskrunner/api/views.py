@@ -36,7 +36,7 @@ MAX_ID = 2**63 - 1  # beyond this no database can hold the id: it is simply unkn
 
 def runs_for_json():
     return Run.objects.select_related("task", "requested_by").prefetch_related(
-        Prefetch("actions", queryset=RunAction.objects.order_by("id"))
+        Prefetch("actions", queryset=RunAction.objects.order_by("id")), "artifacts"
     )
 
 

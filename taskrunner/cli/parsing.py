@@ -149,6 +149,7 @@ def add_verbs(parser: CommandParser) -> None:
     _add_input(verbs)
     _add_logs(verbs)
     _add_token(verbs)
+    _add_artifacts(verbs)
 
 
 def _add_user(sub) -> None:
@@ -264,3 +265,13 @@ def _add_token(verbs) -> None:
     )
     create = actions.add_parser("create", help="create a token for a staff user")
     create.add_argument("username", metavar="USERNAME")
+
+
+def _add_artifacts(verbs) -> None:
+    sub = verbs.add_parser("artifacts", help="list a run's artifacts")
+    sub.add_argument("run", type=run_id, metavar="RUN")
+    sub.add_argument("--json", action="store_true", help="the Artifact JSON of the API")
+    sub = verbs.add_parser("artifact", help="write one artifact to standard output or FILE")
+    sub.add_argument("run", type=run_id, metavar="RUN")
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("-o", "--output", metavar="FILE", help="write to FILE (- for stdout)")

@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 from django.db.models import Count
 
-from taskrunner.cli import exitcodes, follow, parsing, text
+from taskrunner.cli import artifacts, exitcodes, follow, parsing, text
 from taskrunner.models import ActionNotAllowed, ApiToken, Run, Task, Via
 from taskrunner.params import ParamError
 from taskrunner.serializers import run_json
@@ -307,4 +307,6 @@ VERBS = {
     "input": send_input,
     "logs": logs,
     "token": token_create,
+    "artifacts": artifacts.list_artifacts,
+    "artifact": artifacts.get_artifact,
 }

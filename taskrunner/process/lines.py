@@ -6,8 +6,8 @@ pieces marked as continued, and a carriage return replaces the line so far,
 so a progress bar keeps only its last state. Memory stays bounded by the
 limit however the child writes.
 
-`parse_protocol` recognises the `::progress`, `::result` and `::message`
-lines of the contract; anything else is an ordinary log line. A protocol line
+`parse_protocol` recognises the `::progress`, `::result`, `::message` and
+`::artifact` lines of the contract; anything else is an ordinary log line. A protocol line
 holding a number that is not finite (NaN, Infinity, or one so large that it
 overflows to infinity) is an ordinary log line too: neither database can
 store it in JSON, and a value the database refuses must never reach the
@@ -137,7 +137,7 @@ MESSAGE_RE = re.compile(r"^::message\s+(?P<name>\S+)(?:\s+(?P<data>.*))?$")
 
 @dataclass(frozen=True, slots=True)
 class ProtocolEvent:
-    kind: str  # "progress", "result" or "message"
+    kind: str  # "progress", "result", "message" or "artifact"
     data: Any
 
 
@@ -207,6 +207,11 @@ def parse_protocol(text: str) -> ProtocolEvent | None:
             return ProtocolEvent("result", _without_nul(_loads(text[len("::result ") :])))
         except (ValueError, RecursionError):
             return None
+    if text.startswith("::artifact "):
+        # The path as written (relative to TASKRUNNER_ARTIFACTS_DIR); the worker
+        # judges it, and says in the log why it refuses one.
+        path = text[len("::artifact ") :].strip()
+        return ProtocolEvent("artifact", path) if path else None
     if text.startswith("::message"):
         match = MESSAGE_RE.match(text)
         if not match:

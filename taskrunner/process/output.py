@@ -1,7 +1,9 @@
 """A run's output between its pipes and the database, without Django.
 
 Lines become events here (the `::` protocol lines become progress, result and
-message events); the events wait in the buffer until the writer takes them.
+message events; an `::artifact` line's path waits in `published`, a side
+channel the worker empties to keep the file); the events wait in the
+buffer until the writer takes them.
 The buffer is bounded by water marks in events and in characters of log
 text: past the high mark the supervisor stops reading the child's pipes, so
 the child blocks in write() until the database has caught up, and memory
@@ -68,6 +70,7 @@ class OutputBuffer:
         self.progress: dict | None = None
         self.has_result = False
         self.result: Any = None
+        self.published: list[str] = []  # paths of `::artifact` lines, for the worker
 
     def add_lines(self, stream: str, lines: list[Line], now: datetime) -> None:
         """The child's new lines: protocol lines on stdout become their events."""
@@ -86,6 +89,8 @@ class OutputBuffer:
                 self.progress = parsed.data
             elif parsed.kind == "result":
                 self.result, self.has_result = parsed.data, True
+            elif parsed.kind == "artifact":
+                self.published.append(parsed.data)
             else:
                 events.append(Event(EventKind.MESSAGE, "", "", parsed.data, now))
         self.chars += chars
@@ -94,6 +99,14 @@ class OutputBuffer:
         """A line of the supervisor's own in the run's log (stderr, marked)."""
         self.events.append(Event(EventKind.LOG, "stderr", f"[taskrunner] {text}", None, now))
         self.chars += len(text) + 13
+
+    def add_message(self, name: str, data: Any, now: datetime) -> None:
+        """A `message` event of the supervisor's own (e.g. `artifact`: a file was kept)."""
+        self.events.append(Event(EventKind.MESSAGE, "", "", {"name": name, "data": data}, now))
+
+    def take_published(self) -> list[str]:
+        published, self.published = self.published, []
+        return published
 
     def is_empty(self) -> bool:
         return not self.events and self.progress is None and not self.has_result

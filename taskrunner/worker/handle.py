@@ -27,6 +27,7 @@ from taskrunner.process.forked import ForkedProcess
 from taskrunner.process.lines import Line
 from taskrunner.process.output import OutputBuffer
 from taskrunner.process.supervised import SupervisedProcess
+from taskrunner.worker import artifacts
 from taskrunner.worker.warm import WarmStarts
 
 logger = logging.getLogger(__name__)
@@ -42,12 +43,14 @@ class RunHandle:
         *,
         procs: ThreadPoolExecutor,
         on_output: Callable[[], None],
+        on_publish: Callable[["RunHandle", list[str]], None] | None = None,
     ):
         self.run = run
         self.proc = proc
         self.loop = asyncio.get_running_loop()
         self.procs = procs
         self.on_output = on_output  # tells the writer there is something to store
+        self.on_publish = on_publish  # `::artifact` lines: files to keep now
         self.output = OutputBuffer()
         self.execution = RunExecution(
             proc, timeout=run.task.timeout, grace=run.task.grace, note=self._note_from_thread
@@ -64,9 +67,11 @@ class RunHandle:
     def spawn(
         cls,
         run: Run,
+        *,
         procs: ThreadPoolExecutor,
         on_output: Callable[[], None],
         warm: WarmStarts | None = None,
+        on_publish: Callable[["RunHandle", list[str]], None] | None = None,
     ) -> "RunHandle":
         """Start the run's child now (OSError or ValueError if it cannot be started).
 
@@ -75,12 +80,14 @@ class RunHandle:
         """
         task = run.task
         key = uuid.uuid4().hex
+        artifacts_dir = artifacts.prepare(run.pk)
         env = {
             # The site's secrets stay with the worker unless the task names them.
             **task.child_environment(dict(os.environ)),
             "TASKRUNNER_RUN_ID": str(run.pk),
             "TASKRUNNER_PARAMS": json.dumps(run.params),
             "TASKRUNNER_PROCESS_KEY": key,
+            artifacts.ENV_NAME: str(artifacts_dir),
             "PYTHONUNBUFFERED": "1",
         }
         lines_to: list[RunHandle] = []  # the handle exists once the child does
@@ -89,31 +96,12 @@ class RunHandle:
         def on_lines(stream: str, lines: list[Line]) -> None:
             lines_to[0].on_lines(stream, lines)
 
-        max_line_bytes = conf.max_line_bytes()
-        proc: SupervisedProcess | None = None
-        request = warm.request_for(task, env) if warm is not None else None
-        if request is not None and warm is not None and warm.zygote is not None:
-            try:
-                proc = ForkedProcess(
-                    argv,
-                    zygote=warm.zygote,
-                    request=request,
-                    key=key,
-                    on_lines=on_lines,
-                    max_line_bytes=max_line_bytes,
-                )
-            except OSError as exc:
-                logger.warning("warm start failed; starting cold run_id=%s error=%s", run.pk, exc)
-        if proc is None:
-            proc = SupervisedProcess(
-                argv,
-                env=env,
-                cwd=task.cwd or None,
-                key=key,
-                on_lines=on_lines,
-                max_line_bytes=max_line_bytes,
-            )
-        handle = cls(run, proc, procs=procs, on_output=on_output)
+        try:
+            proc = _start_process(run, argv, env, key, on_lines, warm)
+        except BaseException:
+            artifacts.remove(run.pk)  # no child: its empty directory goes too
+            raise
+        handle = cls(run, proc, procs=procs, on_output=on_output, on_publish=on_publish)
         lines_to.append(handle)
         return handle
 
@@ -133,6 +121,8 @@ class RunHandle:
         if self.gone:
             return  # read (so the child is not blocked), never stored
         self.output.add_lines(stream, lines, timezone.now())
+        if self.output.published and self.on_publish is not None:
+            self.on_publish(self, self.output.take_published())
         if not self.backpressured and self.output.above_high_water():
             self.backpressured = True
             self.proc.pause_reading()
@@ -146,6 +136,17 @@ class RunHandle:
 
     def _note_from_thread(self, text: str) -> None:
         self.loop.call_soon_threadsafe(self._note, text)
+
+    def note(self, text: str) -> None:
+        """A line of the artifact collector's in the run's log (on the loop).
+
+        Unlike `_note`, also after `stored`: the collector runs between it and
+        the final status, and waits for its lines to be stored before that.
+        """
+        logger.info("run note run_id=%s note=%r", self.run_id, text)
+        if not self.gone:
+            self.output.add_note(text, timezone.now())
+            self.on_output()
 
     def _note(self, text: str) -> None:
         logger.info("run note run_id=%s note=%r", self.run_id, text)
@@ -202,3 +203,37 @@ class RunHandle:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def _start_process(
+    run: Run,
+    argv: list[str],
+    env: dict[str, str],
+    key: str,
+    on_lines: Callable[[str, list[Line]], None],
+    warm: WarmStarts | None,
+) -> SupervisedProcess:
+    """Fork a Django task's child from the warm process if it can, or start it cold."""
+    task = run.task
+    max_line_bytes = conf.max_line_bytes()
+    request = warm.request_for(task, env) if warm is not None else None
+    if request is not None and warm is not None and warm.zygote is not None:
+        try:
+            return ForkedProcess(
+                argv,
+                zygote=warm.zygote,
+                request=request,
+                key=key,
+                on_lines=on_lines,
+                max_line_bytes=max_line_bytes,
+            )
+        except OSError as exc:
+            logger.warning("warm start failed; starting cold run_id=%s error=%s", run.pk, exc)
+    return SupervisedProcess(
+        argv,
+        env=env,
+        cwd=task.cwd or None,
+        key=key,
+        on_lines=on_lines,
+        max_line_bytes=max_line_bytes,
+    )

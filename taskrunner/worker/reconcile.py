@@ -12,7 +12,8 @@ again.
 
 A dead worker's live runs become `lost`; their processes on this host are
 killed first (identified by pid and create time, and by the run's key in
-their environment), those on other hosts are left to a worker there.
+their environment), those on other hosts are left to a worker there. The
+files a lost run left in its artifact directory on this host are kept.
 """
 
 import logging
@@ -23,6 +24,7 @@ from django.utils import timezone
 from taskrunner import conf
 from taskrunner.models import Run, RunStatus, Worker
 from taskrunner.process.tree import ProcessTree, process_identity
+from taskrunner.worker.artifacts import collect_leftovers
 from taskrunner.worker.database import RETRY_MAX_SECONDS, boot_id
 
 logger = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ def reconcile_dead_workers(me: Worker, contact_since: datetime) -> None:
                 )
                 tree.kill()
                 survivors = len(tree.alive())
+                _keep_leftover_files(run.pk)
             where = "" if run.hostname == me.hostname else f" on {run.hostname}"
             run.finish(
                 RunStatus.LOST,
@@ -72,3 +75,13 @@ def reconcile_dead_workers(me: Worker, contact_since: datetime) -> None:
             )
             logger.warning("run lost run_id=%s worker_id=%s", run.pk, other.pk)
         Worker.objects.filter(pk=other.pk).update(stopped_at=now)
+
+
+def _keep_leftover_files(run_id: int) -> None:
+    """The files a lost run left on this host, kept as any run's; never in reconciling's way."""
+    try:
+        kept = collect_leftovers(run_id)
+        if kept:
+            logger.info("kept a lost run's files run_id=%s artifacts=%s", run_id, kept)
+    except Exception:
+        logger.exception("keeping a lost run's files failed run_id=%s", run_id)

@@ -38,6 +38,7 @@ from taskrunner.unavailable import is_database_unavailable
 from taskrunner.wakesocket import WakeSocket
 from taskrunner.wakeup import DatabaseWaker, fallback_seconds
 from taskrunner.worker import controls, database, reconcile
+from taskrunner.worker.artifacts import ArtifactCollector
 from taskrunner.worker.database import GaveUp, WorkerDatabase
 from taskrunner.worker.handle import RunHandle
 from taskrunner.worker.warm import WarmStarts
@@ -81,6 +82,7 @@ class Supervisor:
         self.procs = ThreadPoolExecutor(1, thread_name_prefix="taskrunner-procs")
         self.wake = asyncio.Event()
         self.writer = EventWriter(self.db, self.handles, on_gone=self._run_gone)
+        self.collector = ArtifactCollector(self.db)
         self.waker = DatabaseWaker()
         self.direct = self.waker.direct = WakeSocket.for_worker(self.waker.vendor)
         self.applied = controls.RecentlyApplied()
@@ -130,6 +132,7 @@ class Supervisor:
             # The database thread may be stuck waiting on the database: never wait for it.
             await self.db.close(abandon=bool(self.exit_status))
             self.procs.shutdown(wait=True)
+            self.collector.close()
         return self.exit_status
 
     def _handle_stop_signal(self, sig: int) -> None:
@@ -197,7 +200,13 @@ class Supervisor:
     async def _start(self, run: Run) -> None:
         """Spawn the run's child first; recording it waits until the child runs."""
         try:
-            handle = RunHandle.spawn(run, self.procs, self.writer.wake, self.warm)
+            handle = RunHandle.spawn(
+                run,
+                procs=self.procs,
+                on_output=self.writer.wake,
+                warm=self.warm,
+                on_publish=self.collector.publish,
+            )
         except (OSError, ValueError) as exc:
             logger.warning("run could not start run_id=%s error=%s", run.pk, exc)
             try:
@@ -230,6 +239,7 @@ class Supervisor:
             await handle.act(lambda: None)
             self.writer.wake()
             await handle.stored.wait()
+            await self.collector.finish(handle, self.writer)  # its files, before its status
             if handle.gone:
                 logger.info("deleted run ended run_id=%s returncode=%s", handle.run_id, returncode)
                 return

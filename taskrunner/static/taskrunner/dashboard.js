@@ -122,6 +122,12 @@ function updateTaskRow(name, finished) {
             formatSeconds(elapsed(finished.started_at, finished.finished_at)),
         );
         field(last, "never").hidden = true;
+        // The newest file the run kept, one click away.
+        const artifact = field(last, "last-artifact");
+        const newest = (finished.artifacts || []).at(-1);
+        artifact.hidden = !newest;
+        if (newest) artifact.href = newest.url;
+        setText(artifact, newest ? newest.name : "");
         const result = field(last, "last-result");
         const hasResult = finished.result !== null && finished.result !== undefined;
         result.hidden = !hasResult;

@@ -95,6 +95,47 @@ function applyRun(run, seq = run.last_seq ?? 0) {
     field("error-block").hidden = !run.error;
     setText(field("error"), run.error || "");
     applyActions(run.actions || []);
+    applyArtifacts(run.artifacts || []);
+}
+
+// The files the run kept: rebuilt from the Run JSON (a status event, or the
+// refresh a `message` event named "artifact" asks for), never from what a
+// child could print.
+function applyArtifacts(artifacts) {
+    const body = root.querySelector("[data-artifacts]");
+    if (!body) return;
+    const shown = [...body.children].map((tr) => tr.dataset.artifact).join("\n");
+    if (shown === artifacts.map((a) => a.name).join("\n")) return;
+    const rows = artifacts.map((artifact) => {
+        const tr = document.createElement("tr");
+        tr.dataset.artifact = artifact.name;
+        const name = document.createElement("a");
+        name.href = artifact.url;
+        name.download = "";
+        name.textContent = artifact.name;
+        const size = document.createElement("td");
+        size.className = "tr-num";
+        size.textContent = formatBytes(artifact.size);
+        const sha = document.createElement("code");
+        sha.className = "tr-sha256";
+        sha.textContent = artifact.sha256;
+        const button = document.createElement("a");
+        button.className = "tr-button tr-button--small";
+        button.href = artifact.url;
+        button.download = "";
+        button.textContent = "Download";
+        const cells = [name, size, sha, button].map((content) => {
+            if (content.tagName === "TD") return content;
+            const td = document.createElement("td");
+            td.append(content);
+            return td;
+        });
+        tr.append(...cells);
+        return tr;
+    });
+    body.replaceChildren(...rows);
+    root.querySelector("[data-artifacts-table]").hidden = artifacts.length === 0;
+    root.querySelector("[data-artifacts-empty]").hidden = artifacts.length > 0;
 }
 
 function applyActions(actions) {
@@ -123,6 +164,7 @@ function onEvent(kind) {
         if (!viewer.seen(seq)) return; // a repeat across a reconnect
         if (kind === "status") applyRun(data, seq);
         else if (kind === "progress") applyProgress(data);
+        else if (kind === "message" && data.name === "artifact") refresh();
         const line = lineFromEvent(kind, data, seq);
         if (line) viewer.push(line);
     };
