@@ -246,6 +246,13 @@ LOGGING = {
 TASKRUNNER_MAX_LINE_BYTES = env.int("TASKRUNNER_MAX_LINE_BYTES", default=64 * 1024)
 TASKRUNNER_HEARTBEAT_SECONDS = env.float("TASKRUNNER_HEARTBEAT_SECONDS", default=5.0)
 TASKRUNNER_WORKER_DEAD_AFTER = env.float("TASKRUNNER_WORKER_DEAD_AFTER", default=30.0)
+# Retention: finished runs older than KEEP_DAYS, or beyond the newest KEEP_RUNS
+# of their task, are pruned by workers every PRUNE_SECONDS; a run's stored log
+# is capped at MAX_LOG_BYTES (its oldest lines go first).
+TASKRUNNER_KEEP_DAYS = env.int("TASKRUNNER_KEEP_DAYS", default=30)
+TASKRUNNER_KEEP_RUNS = env.int("TASKRUNNER_KEEP_RUNS", default=1000)
+TASKRUNNER_PRUNE_SECONDS = env.float("TASKRUNNER_PRUNE_SECONDS", default=60.0)
+TASKRUNNER_MAX_LOG_BYTES = env.int("TASKRUNNER_MAX_LOG_BYTES", default=256 * 1024 * 1024)
 # Event streams: a keepalive comment after this many idle seconds, and a
 # stream closes after its maximum lifetime (clients reconnect with
 # Last-Event-ID), so restarts never wait on open streams.

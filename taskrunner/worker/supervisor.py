@@ -12,7 +12,8 @@ stalls the pipes.
 Side loops, each a named task: the writer; the watcher (one `DatabaseWaker`:
 control requests and new runs are seen within milliseconds); the heartbeat
 (proves this worker alive and reconciles dead ones); the sampler (CPU and
-memory of each run's tree).
+memory of each run's tree); the schedule keeper (`schedules`: fires due
+schedules); the pruner (`pruning`: retention, in small batches).
 
 Signals only record: the first SIGTERM/SIGINT stops claiming and ends the
 children (SIGTERM, SIGKILL after each task's grace) and records their runs as
@@ -36,9 +37,10 @@ from taskrunner.models import Run, RunStatus, Worker
 from taskrunner.process.execution import StopReason
 from taskrunner.unavailable import is_database_unavailable
 from taskrunner.wakeup import DatabaseWaker
-from taskrunner.worker import controls, database, reconcile
+from taskrunner.worker import controls, database, pruning, reconcile
 from taskrunner.worker.database import GaveUp, WorkerDatabase
 from taskrunner.worker.handle import RunHandle
+from taskrunner.worker.schedules import ScheduleKeeper
 from taskrunner.worker.writer import EventWriter
 
 logger = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ class Supervisor:
         self.wake = asyncio.Event()
         self.writer = EventWriter(self.db, self.handles, on_gone=self._run_gone)
         self.waker = DatabaseWaker()
+        self.schedules = ScheduleKeeper(self.db, self.wake.set, lambda: self.stopping)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self._handle_stop_signal, sig)
         try:
@@ -98,6 +101,8 @@ class Supervisor:
                 asyncio.create_task(forever("watcher", self._watch_step)),
                 asyncio.create_task(forever("heartbeat", self._heartbeat_step)),
                 asyncio.create_task(forever("sampler", self._sample_step)),
+                asyncio.create_task(forever("schedules", self.schedules.step)),
+                asyncio.create_task(forever("pruner", lambda: pruning.prune_step(self.db))),
             ]
             try:
                 await self._main_loop()
