@@ -402,6 +402,10 @@ class Run(models.Model):
         "Schedule", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
     )
     scheduled_for = models.DateTimeField(null=True, blank=True)
+    # The log cap (TASKRUNNER_MAX_LOG_BYTES) deleted the run's log lines before
+    # this seq (streams skip to it after a `pruned` event), this many lines.
+    log_pruned_before = models.PositiveBigIntegerField(default=0)
+    log_pruned_lines = models.PositiveBigIntegerField(default=0)
 
     objects = RunQuerySet.as_manager()
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import F, Min, Sum
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -114,14 +114,18 @@ def cap_run_log(run_id: int, stored_bytes: int) -> int:
     is 90% of the cap, so deletions come in steps, not at every batch.
     """
     from taskrunner.events.store import LOG, prune_log
-    from taskrunner.models import EventChunk
+    from taskrunner.models import EventChunk, Run
 
     cap = conf.max_log_bytes()
     if stored_bytes <= cap:
         return stored_bytes
     lines, removed = prune_log(run_id, int(cap * 0.9))
-    if lines:
-        logger.info("run log capped run_id=%s lines=%s bytes=%s", run_id, lines, removed)
-    # The true size now (the running count is an estimate): rarely asked, one query.
     chunks = EventChunk.objects.filter(run_id=run_id, kind=LOG)
-    return chunks.aggregate(total=Sum("size"))["total"] or 0
+    # The true size now (the running count is an estimate) and the oldest line kept.
+    kept = chunks.aggregate(total=Sum("size"), first=Min("first_seq"))
+    if lines:
+        Run.objects.filter(pk=run_id).update(
+            log_pruned_before=kept["first"] or 0, log_pruned_lines=F("log_pruned_lines") + lines
+        )
+        logger.info("run log capped run_id=%s lines=%s bytes=%s", run_id, lines, removed)
+    return kept["total"] or 0
