@@ -119,8 +119,10 @@ def cap_run_log(run_id: int, stored_bytes: int) -> int:
     cap = conf.max_log_bytes()
     if stored_bytes <= cap:
         return stored_bytes
-    lines, removed = prune_log(run_id, int(cap * 0.9))
     chunks = EventChunk.objects.filter(run_id=run_id, kind=LOG)
+    # The newest chunk always stays, even when it alone is over the cap (a flood).
+    newest = chunks.order_by("-last_seq").values_list("size", flat=True).first() or 0
+    lines, removed = prune_log(run_id, max(int(cap * 0.9), newest))
     # The true size now (the running count is an estimate) and the oldest line kept.
     kept = chunks.aggregate(total=Sum("size"), first=Min("first_seq"))
     if lines:
