@@ -70,7 +70,7 @@ def add_schedule(request: HttpRequest, name: str) -> HttpResponse:
         errors = validate_schedule(schedule)
     if errors:
         form = {"values": request.POST, "errors": errors}
-        return render_task_page(request, task, http_status=400, schedule_form=form)
+        return render_task_page(request, task, schedule_form=form)  # 200, as Django forms do
     schedule.save()
     messages.success(
         request, f"Schedule added; next run {schedule.next_run_at:%Y-%m-%d %H:%M:%S %Z}."
