@@ -242,35 +242,15 @@ LOGGING = {
     },
 }
 
-# Engine settings (TASKRUNNER_*): see taskrunner/conf.py for what each means.
-TASKRUNNER_MAX_LINE_BYTES = env.int("TASKRUNNER_MAX_LINE_BYTES", default=64 * 1024)
-TASKRUNNER_HEARTBEAT_SECONDS = env.float("TASKRUNNER_HEARTBEAT_SECONDS", default=5.0)
-TASKRUNNER_WORKER_DEAD_AFTER = env.float("TASKRUNNER_WORKER_DEAD_AFTER", default=30.0)
-# Retention: finished runs older than KEEP_DAYS, or beyond the newest KEEP_RUNS
-# of their task, are pruned by workers every PRUNE_SECONDS; a run's stored log
-# is capped at MAX_LOG_BYTES (its oldest lines go first).
-TASKRUNNER_KEEP_DAYS = env.int("TASKRUNNER_KEEP_DAYS", default=30)
-TASKRUNNER_KEEP_RUNS = env.int("TASKRUNNER_KEEP_RUNS", default=1000)
-TASKRUNNER_PRUNE_SECONDS = env.float("TASKRUNNER_PRUNE_SECONDS", default=60.0)
-TASKRUNNER_MAX_LOG_BYTES = env.int("TASKRUNNER_MAX_LOG_BYTES", default=256 * 1024 * 1024)
-# Event streams: a keepalive comment after this many idle seconds, and a
-# stream closes after its maximum lifetime (clients reconnect with
-# Last-Event-ID), so restarts never wait on open streams.
-TASKRUNNER_SSE_KEEPALIVE_SECONDS = env.float("TASKRUNNER_SSE_KEEPALIVE_SECONDS", default=15.0)
-TASKRUNNER_SSE_MAX_SECONDS = env.float("TASKRUNNER_SSE_MAX_SECONDS", default=1800.0)
-# Unsent bytes one stream may lag behind before it re-reads from the database;
-# a stream whose buffer is full and that took nothing for STALL_SECONDS is
-# dropped (the client resumes with Last-Event-ID).
-TASKRUNNER_SSE_CLIENT_BUFFER_BYTES = env.int(
-    "TASKRUNNER_SSE_CLIENT_BUFFER_BYTES", default=4 * 1024 * 1024
-)
-TASKRUNNER_SSE_STALL_SECONDS = env.float("TASKRUNNER_SSE_STALL_SECONDS", default=10.0)
-# Open event streams (run streams and dashboard feeds) allowed at once, per
-# user and per web process; beyond, a 429 `too_many`.
-TASKRUNNER_SSE_MAX_STREAMS_PER_USER = env.int("TASKRUNNER_SSE_MAX_STREAMS_PER_USER", default=100)
-TASKRUNNER_SSE_MAX_STREAMS_PER_PROCESS = env.int(
-    "TASKRUNNER_SSE_MAX_STREAMS_PER_PROCESS", default=2000
-)
+# Engine settings (TASKRUNNER_*): each is declared once, with its type, default
+# and bound, in taskrunner/conf.py; here each is read from the environment
+# under its own name (a value of the wrong type stops start-up naming it, one
+# out of bounds is a system check error).
+from taskrunner import conf as _taskrunner_conf  # noqa: E402
+
+for _setting in _taskrunner_conf.SETTINGS:
+    _read = env.int if _setting.kind is int else env.float
+    globals()[_setting.name] = _read(_setting.name, default=_setting.default)
 
 # The API answers a failed CSRF check with its JSON 403 (HTML elsewhere).
 CSRF_FAILURE_VIEW = "taskrunner.api.errors.csrf_failure"

@@ -1,26 +1,44 @@
-"""System checks of the engine, with stable ids."""
+"""System checks of the engine, with stable ids.
+
+Each engine setting (`taskrunner.conf.SETTINGS`) is checked for its type and
+bound under its own id; the deployment's shape is checked too.
+"""
 
 from django.conf import settings
 from django.core.checks import Error, register
 
+from taskrunner import conf
+
 
 @register()
-def check_settings(app_configs, **kwargs):
+def check_engine_settings(app_configs, **kwargs) -> list[Error]:
     errors = []
-    if int(getattr(settings, "TASKRUNNER_MAX_LINE_BYTES", 65536)) < 1024:
-        errors.append(
-            Error(
-                "TASKRUNNER_MAX_LINE_BYTES must be at least 1024.",
-                id="taskrunner.E001",
+    for setting in conf.SETTINGS:
+        raw = getattr(settings, setting.name, setting.default)
+        try:
+            value = setting.kind(raw)
+        except (TypeError, ValueError):
+            value = None
+        if value is None or isinstance(raw, bool) or value < setting.minimum:
+            errors.append(
+                Error(
+                    f"{setting.name} must be a {setting.kind.__name__} of at least "
+                    f"{setting.minimum:g}, not {raw!r}.",
+                    hint=setting.help,
+                    id=setting.check_id,
+                )
             )
-        )
-    middleware = getattr(settings, "MIDDLEWARE", [])
-    if "django.middleware.gzip.GZipMiddleware" in middleware:
-        errors.append(
+    return errors
+
+
+@register()
+def check_middleware(app_configs, **kwargs) -> list[Error]:
+    if "django.middleware.gzip.GZipMiddleware" in getattr(settings, "MIDDLEWARE", []):
+        return [
             Error(
                 "GZipMiddleware would compress the event streams; remove it "
                 "and compress in the proxy, leaving text/event-stream out.",
                 id="taskrunner.E002",
             )
-        )
-    return errors
+        ]
+    return []

@@ -39,15 +39,14 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from asgiref.sync import SyncToAsync
-from django.conf import settings
 from django.db import connections
 from django.utils import timezone
 
-from taskrunner import sse
+from taskrunner import conf, sse
 from taskrunner.events import payloads, store
 from taskrunner.events.store import RowReader
 from taskrunner.models import ACTIVE_STATUSES, FINAL_STATUSES, Run
@@ -61,10 +60,8 @@ T = TypeVar("T")
 # line can weigh what a million short ones do.
 FETCH_BYTES = 8 * 1024 * 1024  # stored text per hub query (all watched runs together)
 CATCHUP_BYTES = 1024 * 1024  # SSE text per catch-up read of one client
-BUFFER_BYTES = 4 * 1024 * 1024  # a client's unsent backlog (TASKRUNNER_SSE_CLIENT_BUFFER_BYTES)
 YIELD_BYTES = 1024 * 1024  # at most this much handed to one write
 CHUNK_BYTES = 512 * 1024  # a shared chunk of SSE text: several fit in any buffer
-STALL_SECONDS = 10.0  # a client whose buffer is full and took nothing this long is dropped
 POLL_SECONDS = 2.0  # safety-net re-query even if no wake-up came (lost NOTIFY)
 DASHBOARD_POLL_SECONDS = 1.0  # cpu/memory samples may be written without a NOTIFY
 DASHBOARD_MARGIN = timedelta(seconds=30)  # a commit may land this long after updated_at
@@ -107,12 +104,15 @@ def _encode(
     chunks: list[tuple[int, Chunk]] = []
     parts: list[str] = []
     size = 0
-    current = first = last = None
+    current: int | None = None
+    first: int | None = None
+    last: int | None = None
     final = None
 
     def flush() -> None:
         nonlocal first, final
         if parts:
+            assert current is not None and first is not None and last is not None
             data = "".join(parts).encode("utf-8")
             chunks.append((current, Chunk(first, last, data, final)))
             parts.clear()
@@ -335,15 +335,13 @@ class DashboardSubscription:
 class Hub:
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
-        self.buffer_bytes = int(
-            getattr(settings, "TASKRUNNER_SSE_CLIENT_BUFFER_BYTES", BUFFER_BYTES)
-        )
-        self.stall_seconds = float(getattr(settings, "TASKRUNNER_SSE_STALL_SECONDS", STALL_SECONDS))
+        self.buffer_bytes = conf.sse_client_buffer_bytes()
+        self.stall_seconds = conf.sse_stall_seconds()
         self.runs: dict[int, set[RunSubscription]] = {}
         self.frontier: dict[int, int] = {}  # per watched run: highest seq fetched
         self.dashboards: set[DashboardSubscription] = set()
         self._dash_seen: dict[int, tuple] = {}  # run id -> (updated_at, status) last sent
-        self._dash_since = None
+        self._dash_since: datetime | None = None
         self._dash_primed = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskrunner-hub")
         self._reader: asyncio.Task | None = None
@@ -524,8 +522,8 @@ class Hub:
         if self.dashboards and not self._more:
             self.stats["dashboard_queries"] += 1
             for run_id, data in await self.db(self._dashboard_changes):
-                for sub in self.dashboards:
-                    sub.feed(run_id, data)
+                for dashboard in self.dashboards:
+                    dashboard.feed(run_id, data)
 
     # --- dashboard diffing (in the hub's thread) ------------------------------
 

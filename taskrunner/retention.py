@@ -16,6 +16,7 @@ runs (unless `dry_run`) and returns how many bytes that was (or would be).
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.db import transaction
 from django.db.models import F, Min, Sum
@@ -76,8 +77,10 @@ def _prune_batch(run_ids: list[int], dry_run: bool) -> Pruned:
         log_bytes = (
             EventChunk.objects.filter(run_id__in=run_ids).aggregate(total=Sum("size"))["total"] or 0
         )
-        results = runs_pruned.send(sender=None, run_ids=run_ids, dry_run=dry_run)
-        other = sum(r for _, r in results if isinstance(r, int))
+        results: list[tuple[Any, Any]] = list(
+            runs_pruned.send(sender=None, run_ids=run_ids, dry_run=dry_run)
+        )
+        other = sum(r for _, r in results if type(r) is int)
         if not dry_run:
             EventChunk.objects.filter(run_id__in=run_ids).delete()
             Run.objects.filter(pk__in=run_ids).delete()

@@ -38,29 +38,42 @@ RETRY_AFTER_SECONDS = 5
 TRANSIENT_SQLSTATE_CLASSES = {"08", "40", "53", "57", "58"}
 
 
-def _driver_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [sqlite3.OperationalError, sqlite3.InterfaceError]
+# SQLite raises OperationalError for "not now" and for "never" alike ("no such
+# column" too): only these messages mean the same statement may pass later.
+SQLITE_TRANSIENT_MESSAGES = (
+    "database is locked",
+    "database table is locked",
+    "disk i/o error",
+    "database or disk is full",
+    "unable to open database file",
+    "attempt to write a readonly database",
+)
+
+
+def _postgres_errors() -> tuple[type[BaseException], ...]:
     try:
         import psycopg
     except ImportError:  # SQLite-only installs
-        pass
-    else:
-        errors += [psycopg.OperationalError, psycopg.InterfaceError]
-    return tuple(errors)
+        return ()
+    return (psycopg.OperationalError, psycopg.InterfaceError)
 
 
-DRIVER_TRANSIENT = _driver_errors()
+POSTGRES_TRANSIENT = _postgres_errors()
 
 
 def is_database_unavailable(exc: BaseException | None) -> bool:
     """True if `exc` means the database cannot be reached now (retry), not a refusal."""
     seen = 0
     while exc is not None and seen < 5:
-        if isinstance(exc, (OperationalError, InterfaceError, *DRIVER_TRANSIENT)):
-            return True
+        if isinstance(exc, sqlite3.OperationalError):
+            return any(message in str(exc).lower() for message in SQLITE_TRANSIENT_MESSAGES)
+        if isinstance(exc, (sqlite3.InterfaceError, *POSTGRES_TRANSIENT)):
+            return True  # psycopg's OperationalError: the connection or the server
         sqlstate = getattr(exc, "sqlstate", None)
         if isinstance(sqlstate, str) and sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES:
             return True
+        if isinstance(exc, (OperationalError, InterfaceError)) and exc.__cause__ is None:
+            return True  # Django's own, with no driver error behind it
         # Django wraps the driver's error; the driver's is the cause.
         exc = exc.__cause__
         seen += 1

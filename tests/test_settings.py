@@ -1,10 +1,12 @@
 """Start-up configuration: a bad value stops it with one line naming the variable."""
 
+import os
 import subprocess
 import sys
 
 import pytest
 
+from taskrunner import conf
 from tests.conftest import ROOT
 
 
@@ -63,3 +65,32 @@ def test_deploy_checks_are_clean_with_production_settings():
     )
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize("setting", conf.SETTINGS, ids=lambda setting: setting.name)
+def test_each_engine_setting_out_of_bounds_is_a_system_check_error_with_its_id(setting):
+    from django.test import override_settings
+
+    from taskrunner.checks import check_engine_settings
+
+    assert check_engine_settings(None) == []
+    below = setting.kind(setting.minimum) - (1 if setting.kind is int else setting.minimum / 2)
+    for bad in (below, "many"):
+        with override_settings(**{setting.name: bad}):
+            errors = [e for e in check_engine_settings(None) if e.id == setting.check_id]
+        assert len(errors) == 1, (setting.name, bad)
+        assert setting.name in errors[0].msg
+
+
+def test_engine_settings_are_read_from_the_environment_by_name():
+    env = {**os.environ, "TASKRUNNER_SSE_MAX_STREAMS_PER_USER": "7", "SECRET_KEY": "x"}
+    code = "from django.conf import settings; print(settings.TASKRUNNER_SSE_MAX_STREAMS_PER_USER)"
+    result = subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); {code}"],
+        env={**env, "DJANGO_SETTINGS_MODULE": "backoffice.settings"},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.stdout.strip() == "7", result.stderr

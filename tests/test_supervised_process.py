@@ -10,7 +10,8 @@ import uuid
 import psutil
 import pytest
 
-from taskrunner.process.supervised import SupervisedProcess, describe_exit
+from taskrunner.process.execution import describe_exit
+from taskrunner.process.supervised import SupervisedProcess
 from taskrunner.process.tree import find_by_key
 from tests.conftest import CHILDREN
 

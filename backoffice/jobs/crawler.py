@@ -98,6 +98,7 @@ class Fetcher:
         )
 
     def get(self, path: str) -> dict:
+        assert self.proc.stdin is not None and self.proc.stdout is not None  # both are pipes
         self.proc.stdin.write(path + "\n")
         self.proc.stdin.flush()
         answer = self.proc.stdout.readline()
@@ -107,7 +108,8 @@ class Fetcher:
 
     def close(self) -> None:
         try:
-            self.proc.stdin.close()
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
             self.proc.wait(timeout=2)
         except (OSError, subprocess.TimeoutExpired):
             self.proc.kill()

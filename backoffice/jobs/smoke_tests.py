@@ -15,6 +15,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,7 +157,7 @@ def check_static_files() -> None:
 
 
 def check_worker_alive() -> None:
-    recent = timezone.now() - timezone.timedelta(seconds=60)
+    recent = timezone.now() - timedelta(seconds=60)
     expect(
         Worker.objects.filter(stopped_at__isnull=True, heartbeat_at__gte=recent).exists(),
         "no worker has sent a heartbeat in the last minute",

@@ -17,17 +17,19 @@ JSON error instead of hanging.
 """
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.utils.http import content_disposition_header
 
-from taskrunner import sse
+from taskrunner import conf, sse
 from taskrunner.api.access import api_view
 from taskrunner.api.errors import ApiError, invalid, not_found
 from taskrunner.api.views import MAX_ID, get_task, task_detail
@@ -41,11 +43,11 @@ LOG_BYTES = 1024 * 1024  # log text read per query of the text log
 
 
 def max_streams_per_user() -> int:
-    return int(getattr(settings, "TASKRUNNER_SSE_MAX_STREAMS_PER_USER", 100))
+    return conf.sse_max_streams_per_user()
 
 
 def max_streams_per_process() -> int:
-    return int(getattr(settings, "TASKRUNNER_SSE_MAX_STREAMS_PER_PROCESS", 2000))
+    return conf.sse_max_streams_per_process()
 
 
 class StreamSlots:
@@ -97,16 +99,17 @@ async def _user_key(request: HttpRequest) -> object:
 
 
 def _capped(response: StreamingHttpResponse, release) -> StreamingHttpResponse:
-    response._resource_closers.append(release)
+    # Django calls these when the server closes the response, however it ends.
+    response._resource_closers.append(release)  # type: ignore[attr-defined]
     return response
 
 
 def keepalive_seconds() -> float:
-    return float(getattr(settings, "TASKRUNNER_SSE_KEEPALIVE_SECONDS", 15.0))
+    return conf.sse_keepalive_seconds()
 
 
 def max_stream_seconds() -> float:
-    return float(getattr(settings, "TASKRUNNER_SSE_MAX_SECONDS", 1800.0))
+    return conf.sse_max_seconds()
 
 
 def _require_asgi(request: HttpRequest) -> None:
@@ -188,16 +191,15 @@ def _cursor(request: HttpRequest, last_seq: int) -> tuple[int, bool]:
     return 0, False
 
 
-async def _run_state(hub: Hub, run_id: int) -> dict | None:
+async def _run_state(hub: Hub, run_id: int) -> dict[str, Any] | None:
     if not 0 < run_id <= MAX_ID:
         return None
-    return await hub.db(
-        lambda: (
-            Run.objects.filter(pk=run_id)
-            .values("id", "status", "last_seq", "exit_code", "log_pruned_before")
-            .first()
-        )
-    )
+
+    def state() -> dict[str, Any] | None:
+        fields = ("id", "status", "last_seq", "exit_code", "log_pruned_before")
+        return Run.objects.filter(pk=run_id).values(*fields).first()
+
+    return await hub.db(state)
 
 
 async def _let_go_of_the_connection() -> None:
@@ -209,7 +211,7 @@ async def _let_go_of_the_connection() -> None:
     await sync_to_async(connections.close_all)()
 
 
-async def _run_stream(request: HttpRequest, run_id: int) -> HttpResponse:
+async def _run_stream(request: HttpRequest, run_id: int) -> HttpResponseBase:
     _require_asgi(request)
     await _let_go_of_the_connection()
     hub = get_hub()
@@ -274,7 +276,7 @@ async def _run_events(
 
 
 @api_view({"GET": None})
-async def run_events(request: HttpRequest, run_id: int) -> HttpResponse:
+async def run_events(request: HttpRequest, run_id: int) -> HttpResponseBase:
     """GET /api/runs/{id}/events/: the run's events as SSE."""
     return await _run_stream(request, run_id)
 
@@ -285,7 +287,7 @@ def _wants_event_stream(request: HttpRequest) -> bool:
     return request.method in ("GET", "HEAD") and "text/event-stream" in accept
 
 
-async def task_detail_or_stream(request: HttpRequest, name: str) -> HttpResponse:
+async def task_detail_or_stream(request: HttpRequest, name: str) -> HttpResponseBase:
     """/api/tasks/{name}/: the task, or (Accept: text/event-stream) its newest run's events."""
     if _wants_event_stream(request):
         return await task_events(request, name)
@@ -293,7 +295,7 @@ async def task_detail_or_stream(request: HttpRequest, name: str) -> HttpResponse
 
 
 @api_view({"GET": None})
-async def task_events(request: HttpRequest, name: str) -> HttpResponse:
+async def task_events(request: HttpRequest, name: str) -> HttpResponseBase:
     _require_asgi(request)
     await _let_go_of_the_connection()
     hub = get_hub()
@@ -312,7 +314,7 @@ async def task_events(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @api_view({"GET": None})
-async def dashboard_events(request: HttpRequest) -> HttpResponse:
+async def dashboard_events(request: HttpRequest) -> HttpResponseBase:
     """GET /api/events/: Run JSON of every active run, then of every run that changes."""
     _require_asgi(request)
     if request.method == "HEAD":
@@ -371,7 +373,7 @@ async def _log_async(hub: Hub, run_id: int):
     await release_request_thread()
     after = 0
     while True:
-        text, after, more = await hub.db(lambda after=after: _log_batch(run_id, after))
+        text, after, more = await hub.db(functools.partial(_log_batch, run_id, after))
         if text:
             yield text.encode("utf-8", "replace")
         if not more:
@@ -390,7 +392,7 @@ def _log_sync(run_id: int):
 
 
 @api_view({"GET": None})
-async def run_log(request: HttpRequest, run_id: int) -> HttpResponse:
+async def run_log(request: HttpRequest, run_id: int) -> HttpResponseBase:
     """GET /api/runs/{id}/log/: the whole log as text, streamed; ?download=1 as a file."""
     if isinstance(request, ASGIRequest):
         await _let_go_of_the_connection()
@@ -417,7 +419,7 @@ async def run_log(request: HttpRequest, run_id: int) -> HttpResponse:
 
 
 @api_view({"GET": None})
-async def hub_debug(request: HttpRequest) -> HttpResponse:
+async def hub_debug(request: HttpRequest) -> HttpResponseBase:
     """GET /api/debug/hub/: this process's hub counters (staff only), for tests and ops."""
     from django.http import JsonResponse
 

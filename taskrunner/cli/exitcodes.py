@@ -11,7 +11,7 @@ ERROR = 1  # bad input, unknown task/run/user, wrong state, database unreachable
 USAGE = 2  # the command line itself is malformed (argparse's convention)
 INTERRUPTED = 130  # Ctrl-C while following: the run itself goes on
 
-BY_FINAL_STATUS = {
+BY_FINAL_STATUS: dict[str, int] = {
     RunStatus.SUCCEEDED: OK,
     RunStatus.FAILED: 3,
     RunStatus.ABORTED: 4,

@@ -106,7 +106,7 @@ def runs_table(runs: Sequence[Run]) -> str:
             when(run.created_at),
             duration(run.duration),
             "" if run.exit_code is None else run.exit_code,
-            run.requested_by.get_username() if run.requested_by_id else "",
+            run.requested_by.get_username() if run.requested_by else "",
             progress(run),
         ]
         for run in runs
@@ -125,7 +125,7 @@ def run_details(run: Run) -> str:
         ("result", json.dumps(run.result) if run.result is not None else ""),
         ("error", run.error),
         ("exit code", run.exit_code),
-        ("requested by", run.requested_by.get_username() if run.requested_by_id else ""),
+        ("requested by", run.requested_by.get_username() if run.requested_by else ""),
         ("created", when(run.created_at)),
         ("started", when(run.started_at)),
         ("finished", when(run.finished_at)),

@@ -131,10 +131,12 @@ def _check_define_user(opts: Namespace, creating: bool) -> None:
 
 
 def define(opts: Namespace, console: Console) -> int:
-    task = Task.objects.filter(name=opts.name).first()
-    creating = task is None
+    existing = Task.objects.filter(name=opts.name).first()
+    creating = existing is None
     _check_define_user(opts, creating)
-    if creating:
+    if existing is not None:
+        task = existing
+    else:
         if not opts.argv:
             raise CommandError(
                 f"Task '{opts.name}' is new: give its command after --, "

@@ -28,7 +28,7 @@ budget, continuing from the last seq they took.
 
 import json
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import accumulate
@@ -43,8 +43,9 @@ CHUNK_LINES = 4096
 CHUNK_CHARS = 256 * 1024
 LOG = "log"
 
-_pack_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_pack_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+# allow_nan=False: NaN and Infinity are not JSON; a stream must never send them.
+_pack_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_pack_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode
 _loads = json.loads
 
 
@@ -70,7 +71,7 @@ def _table() -> str:
 # --- writing -----------------------------------------------------------------
 
 
-def append_events(run_id: int, events: list[tuple]) -> tuple[int, int]:
+def append_events(run_id: int, events: Sequence[tuple]) -> tuple[int, int]:
     """Store events `(kind, stream, text, data[, ts])` with the run's next sequence numbers.
 
     Returns the first and last `seq` used. The counter is bumped with an
@@ -121,7 +122,7 @@ def _encode_body(value: Any) -> str:
     return body
 
 
-def pack_log(events: list[tuple], default_ts: datetime) -> tuple[datetime, str]:
+def pack_log(events: Sequence[tuple], default_ts: datetime) -> tuple[datetime, str]:
     """Consecutive log events `(kind, stream, text, data[, ts])` as (chunk ts, body)."""
     stamps: dict[int, int] = {}
 
@@ -144,7 +145,7 @@ def pack_log(events: list[tuple], default_ts: datetime) -> tuple[datetime, str]:
     return base_ts, _encode_body([streams, offsets, continued, texts])
 
 
-def _log_pieces(events: list[tuple]) -> Iterator[tuple[int, int]]:
+def _log_pieces(events: Sequence[tuple]) -> Iterator[tuple[int, int]]:
     """(start, end) index ranges of at most CHUNK_LINES lines / CHUNK_CHARS characters."""
     total = list(accumulate(len(e[2]) for e in events))
     start, n = 0, len(events)
@@ -157,7 +158,7 @@ def _log_pieces(events: list[tuple]) -> Iterator[tuple[int, int]]:
         start = end
 
 
-def pack_rows(run_id: int, first: int, events: list[tuple], now: datetime) -> list[tuple]:
+def pack_rows(run_id: int, first: int, events: Sequence[tuple], now: datetime) -> list[tuple]:
     """Rows `(run_id, first_seq, last_seq, kind, ts, body, size)` for events from seq `first`."""
     rows: list[tuple] = []
     i, n = 0, len(events)

@@ -186,6 +186,8 @@ def parse_protocol(text: str) -> ProtocolEvent | None:
             return None
         message = (match["message"] or "").strip()
         try:
+            fraction: float | None
+            total: float | None
             if match["fraction"] is not None:
                 fraction = _finite(float(match["fraction"]))
                 current, total = fraction, None

@@ -50,6 +50,8 @@ def fire_due(now: datetime | None = None) -> tuple[int, datetime | None]:
 def fire_one(schedule: Schedule, now: datetime) -> int:
     """Fire one due schedule if this worker wins its due time; 1 if a run was queued."""
     read = schedule.next_run_at
+    if read is None:  # disabled meanwhile (the query only returns schedules with a time)
+        return 0
     try:
         fire_at, following = due(schedule, read, now)
     except ValueError as exc:  # a bad expression stored by code that skipped validation

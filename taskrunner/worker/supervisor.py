@@ -133,8 +133,11 @@ class Supervisor:
         # Only record; the loops act on it.
         now = time.monotonic()
         if self.stopping:
+            # A second signal: kill the children now, and give a database that
+            # is away only STOP_STORE_SECONDS more (one that is there stores all).
             self.forced = True
-            self.db.stop_deadline = now  # a second signal: store nothing more, go
+            deadline = now + STOP_STORE_SECONDS
+            self.db.stop_deadline = min(self.db.stop_deadline or deadline, deadline)
         else:
             grace = max((h.execution.grace for h in self.handles.values()), default=0.0)
             self.db.stop_deadline = now + grace + STOP_STORE_SECONDS

@@ -15,7 +15,7 @@ from django.db import connection
 
 from taskrunner.models import Run, RunStatus, Task
 from taskrunner.process.tree import find_by_key
-from tests.conftest import child_script, gone, wait_for
+from tests.conftest import child_script, gone, stored_events, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -52,7 +52,7 @@ def final(run: Run, timeout: float = 30.0) -> Run:
 
 
 def log_texts(run: Run) -> list[str]:
-    return list(run.events.filter(kind="log").order_by("seq").values_list("text", flat=True))
+    return [e.text for e in stored_events(run.pk, "log")]
 
 
 def line_numbers(run: Run) -> list[int]:
@@ -77,7 +77,7 @@ def _delete_run_row(run_id: int) -> None:
     """What a careless admin (or SQL console) does: the row and its dependents, raw."""
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM taskrunner_runaction WHERE run_id = %s", [run_id])
-        cursor.execute("DELETE FROM taskrunner_runevent WHERE run_id = %s", [run_id])
+        cursor.execute("DELETE FROM taskrunner_eventchunk WHERE run_id = %s", [run_id])
         cursor.execute("DELETE FROM taskrunner_run WHERE id = %s", [run_id])
 
 

@@ -19,6 +19,7 @@ from taskrunner.process.output import Event, EventKind, Taken
 from taskrunner.worker import database
 from taskrunner.worker.database import WorkerDatabase
 from taskrunner.worker.writer import EventWriter
+from tests.conftest import stored_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -55,7 +56,7 @@ def drive(batch: dict, store=None) -> list[int]:
 
 
 def stored(run: Run) -> list[str]:
-    return list(run.events.order_by("seq").values_list("text", flat=True))
+    return [e.text for e in stored_events(run.pk)]
 
 
 @pytest.mark.parametrize(
@@ -83,7 +84,7 @@ def test_a_batch_whose_store_raises_a_driver_error_is_retried_and_stored_once(er
     drive({run.pk: lines(500)}, store=store_failing_first)
     assert len(calls) == 2
     assert stored(run) == [f"line {i}" for i in range(1, 501)]
-    assert list(run.events.order_by("seq").values_list("seq", flat=True)) == list(range(1, 501))
+    assert [e.seq for e in stored_events(run.pk)] == list(range(1, 501))
 
 
 def test_a_refused_batch_costs_only_its_run_and_is_reported_in_its_log():

@@ -20,7 +20,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 
 from taskrunner.models import Run, RunStatus, Task
-from tests.conftest import ROOT, subprocess_env, wait_for
+from tests.conftest import ROOT, stored_events, subprocess_env, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -169,7 +169,7 @@ def test_children_do_not_inherit_the_sites_secrets_unless_passed(users, worker):
     seen = {}
     for task in (plain, passing):
         run = finished(task.start({}).pk)
-        line = run.events.filter(kind="log").values_list("text", flat=True).get()
+        [line] = [e.text for e in stored_events(run.pk, "log")]
         seen[task.name] = json.loads(line)
     # The worker has both (it is started with them): the child did not get them.
     assert seen["plain"] == {

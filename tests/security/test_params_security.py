@@ -13,7 +13,7 @@ import pytest
 from django.test import Client
 
 from taskrunner.models import Run, RunStatus, Task
-from tests.conftest import ROOT, subprocess_env, wait_for
+from tests.conftest import ROOT, stored_events, subprocess_env, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -61,7 +61,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 def printed_argv(run: Run) -> list[str]:
     run = wait_for(lambda: Run.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).first(), 30)
-    line = run.events.filter(kind="log").order_by("seq").values_list("text", flat=True).first()
+    line = next((e.text for e in stored_events(run.pk, "log")), None)
     return json.loads(line)
 
 
