@@ -754,6 +754,8 @@ class Schedule(models.Model):
         elif not self.enabled:
             self.next_run_at = None
         super().save(*args, **kwargs)
+        if self.pk:
+            notify("schedule", self.pk)  # workers sleeping until their next time look again
 
     def clean(self) -> None:
         from taskrunner.schedules import validate_schedule

@@ -8,13 +8,15 @@ no row and do nothing. The unique (schedule, scheduled_for) constraint on
 runs backs this up.
 
 Idle cost: one indexed query for the due schedules and one for the earliest
-next time per wake; the loop sleeps until that earliest time, but never more
-than `POLL_SECONDS`, so a schedule added or changed elsewhere is seen within
-a second. Nothing is queried per schedule while nothing is due.
+next time per wake; the loop sleeps until that earliest time, or until the
+database changes (a saved schedule notifies on PostgreSQL; SQLite's
+data_version moves), at most `IDLE_SECONDS`. Nothing is queried per
+schedule, and nothing at all every second, while nothing is due.
 """
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -28,7 +30,11 @@ from taskrunner.schedules import due
 
 logger = logging.getLogger(__name__)
 
-POLL_SECONDS = 1.0
+POLL_SECONDS = 1.0  # while stopping
+# Longest sleep with nothing due and nothing changed: a safety net only (a
+# schedule saved anywhere wakes the workers through the database).
+IDLE_SECONDS = 10.0
+MIN_GAP_SECONDS = 0.5
 BATCH = 100  # due schedules handled per wake
 
 
@@ -99,12 +105,18 @@ def fire_one(schedule: Schedule, now: datetime) -> int:
 
 
 class ScheduleKeeper:
-    """The worker's side loop step: fire what is due, then sleep until the next time."""
+    """The worker's side loop step: fire what is due, then sleep until the next time.
+
+    Between due times it sleeps until the earliest `next_run_at`, or until the
+    database changes (`changed`, set by the worker's watcher: a schedule saved
+    anywhere notifies, see `Schedule.save`), or at most `IDLE_SECONDS`.
+    """
 
     def __init__(self, db, on_fired: Callable[[], None], is_stopping: Callable[[], bool]):
         self.db = db
         self.on_fired = on_fired
         self.is_stopping = is_stopping
+        self.changed = asyncio.Event()
 
     async def step(self) -> None:
         if self.is_stopping():
@@ -113,10 +125,20 @@ class ScheduleKeeper:
         started, earliest = await self.db.call(fire_due)
         if started:
             self.on_fired()  # this worker claims at once; others are woken by the runs' events
-        delay = POLL_SECONDS
+        delay = IDLE_SECONDS
         if earliest is not None:
-            delay = min(POLL_SECONDS, (earliest - timezone.now()).total_seconds())
+            delay = min(IDLE_SECONDS, (earliest - timezone.now()).total_seconds())
             if delay <= 0:
                 # Still due: more than a batch, or a time another worker holds. Soon, not busy.
                 delay = 0.01 if started else 0.2
-        await asyncio.sleep(delay)
+        self.changed.clear()
+        checked = time.monotonic()
+        try:
+            await asyncio.wait_for(self.changed.wait(), timeout=delay)
+        except TimeoutError:
+            return
+        # Woken by a change: a busy database (runs logging) commits all the
+        # time, so look again at most every MIN_GAP_SECONDS (a due time still
+        # wakes us on the dot through `delay`).
+        elapsed = time.monotonic() - checked
+        await asyncio.sleep(max(0.0, min(MIN_GAP_SECONDS, delay) - elapsed))

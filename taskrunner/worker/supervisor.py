@@ -282,6 +282,8 @@ class Supervisor:
         changed = await self.waker.wait(timeout=self.poll_interval)
         if changed and all(self._own_events(payload) for payload in changed):
             return  # only the events this worker just stored: nothing to do
+        if changed:
+            self.schedules.changed.set()  # a schedule may have been added or changed
         if self.handles:
             await controls.apply_pending(self.db, self.worker, self.handles)
         self.wake.set()  # the main loop looks for new runs
