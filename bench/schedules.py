@@ -10,7 +10,8 @@ nothing else. Prints one JSON object:
   line with `time.time()`; compared with the run's `scheduled_for`), median
   and p99 over N `every: 1` firings. Target p99 <= 1 s.
 - `idle`: the CPU of one worker process keeping 1,000 enabled schedules with
-  nothing due for a year, over 10 s, as % of one core. Target < 1%.
+  nothing due for a year, over 10 s, as % of one core (`idle_baseline`: the
+  same with no schedule, measured first). Target < 1%.
 - `prune`: 100,000 finished runs (3 events each) pruned with `taskrunner
   prune` while a live run prints a stamped line every 10 ms; the delay from
   a line's stamp to it being readable in the database, median and p99.
@@ -109,12 +110,12 @@ def due_figure(env: dict, samples: int) -> dict:
     return summary(delays)
 
 
-def idle_figure(env: dict) -> dict:
+def idle_figure(env: dict, count: int = 1000) -> dict:
     from taskrunner.models import Schedule, Task
 
-    task = Task.objects.create(name="bench-idle", argv=["true"])
+    task = Task.objects.create(name=f"bench-idle-{count}", argv=["true"])
     Schedule.objects.bulk_create(
-        [Schedule(task=task, cron="0 0 1 1 *", timezone="UTC") for _ in range(1000)]
+        [Schedule(task=task, cron="0 0 1 1 *", timezone="UTC") for _ in range(count)]
     )
     from taskrunner.schedules import first_run_at
 
@@ -130,7 +131,7 @@ def idle_figure(env: dict) -> dict:
     finally:
         stop(worker)
     busy = (after.user - before.user) + (after.system - before.system)
-    return {"schedules": 1000, "cpu_percent_of_one_core": round(busy / 10 * 100, 2)}
+    return {"schedules": count, "cpu_percent_of_one_core": round(busy / 10 * 100, 2)}
 
 
 def prune_figure(env: dict, runs: int) -> dict:
@@ -239,6 +240,8 @@ def main() -> int:
     if "due" in wanted:
         results["due"] = due_figure(env, args.samples)
     if "idle" in wanted:
+        # The same worker with no schedule at all first: what the schedules add is the difference.
+        results["idle_baseline"] = idle_figure(env, 0)
         results["idle"] = idle_figure(env)
     if "prune" in wanted:
         results["prune"] = prune_figure(env, args.runs)

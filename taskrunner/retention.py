@@ -14,6 +14,7 @@ runs (unless `dry_run`) and returns how many bytes that was (or would be).
 """
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 runs_pruned = Signal()  # sender=None, run_ids=list[int], dry_run=bool; receivers return bytes
 BATCH_RUNS = 100
+BATCH_PAUSE_SECONDS = 0.02
 
 
 @dataclass
@@ -94,6 +96,10 @@ def prune(*, dry_run: bool = False, max_batches: int | None = None, now=None) ->
     for batches, start in enumerate(range(0, len(ids), BATCH_RUNS)):
         if max_batches is not None and batches >= max_batches:
             break
+        if batches:
+            # Between batches, let writers waiting for the lock in (SQLite has one
+            # writer and no queue: back-to-back batches would starve a live log).
+            time.sleep(BATCH_PAUSE_SECONDS)
         done = _prune_batch(ids[start : start + BATCH_RUNS], dry_run)
         total.runs += done.runs
         total.log_bytes += done.log_bytes
