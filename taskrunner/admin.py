@@ -7,6 +7,10 @@ What the admin lets a user do is narrower than the model permissions alone:
   start tasks by name). Other staff with `change_task` see those read-only,
   and a POST of them is ignored: the form has no such fields.
 - A task's environment values are masked for everyone but superusers.
+- Schedules are edited inline in their task, with their own permissions
+  (add/change/delete_schedule): the superuser-only rule covers what a task
+  executes, not when it runs. A changed time (or enabling) starts the
+  schedule's times afresh from now.
 - Active runs cannot be deleted (one by one, or with the bulk action): their
   worker still owns their processes. Abort first.
 - Worker rows are read-only: the workers write them, and their identity
@@ -21,10 +25,37 @@ from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 from django.utils.html import format_html_join
 
-from taskrunner.models import ActiveRunDeletion, ApiToken, Run, RunAction, Task, Worker
+from taskrunner.models import (
+    ActiveRunDeletion,
+    ApiToken,
+    Run,
+    RunAction,
+    Schedule,
+    Task,
+    Worker,
+)
 
 EXECUTION_FIELDS = ("name", "argv", "cwd", "env", "pass_env", "params")
 MASK = "•••"
+
+
+TIMING_FIELDS = ("cron", "every", "timezone", "enabled")
+
+
+class ScheduleInline(admin.TabularInline):
+    model = Schedule
+    extra = 0
+    fields = (
+        "cron",
+        "every",
+        "timezone",
+        "params",
+        "overlap",
+        "enabled",
+        "next_run_at",
+        "last_run",
+    )
+    readonly_fields = ("next_run_at", "last_run")
 
 
 @admin.register(Task)
@@ -32,6 +63,14 @@ class TaskAdmin(admin.ModelAdmin):
     list_display = ("name", "title", "enabled", "max_concurrent", "timeout", "updated_at")
     list_filter = ("enabled",)
     search_fields = ("name", "title", "description")
+    inlines = [ScheduleInline]
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is Schedule:
+            for schedule_form in formset.forms:
+                if set(schedule_form.changed_data) & set(TIMING_FIELDS):
+                    schedule_form.instance.next_run_at = None  # save() computes it from now
+        super().save_formset(request, form, formset, change)
 
     def has_add_permission(self, request):
         # A new task is nothing but what it executes.

@@ -35,10 +35,12 @@ from typing import NamedTuple
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.db import IntegrityError, transaction
+from django.db.models import Sum
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
 from taskrunner.models import Artifact
+from taskrunner.retention import runs_pruned
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +206,17 @@ def delete_file_with_row(sender, instance: Artifact, **kwargs) -> None:
     """A deleted row takes its file with it, once the deletion is committed."""
     name = instance.storage_name
     transaction.on_commit(lambda: delete_stored(name), robust=True)
+
+
+@receiver(runs_pruned, dispatch_uid="taskrunner-artifacts-of-pruned-runs")
+def bytes_of_pruned_runs(sender, run_ids: list[int], dry_run: bool, **kwargs) -> int:
+    """What pruning these runs removes of artifacts, in bytes.
+
+    Nothing to delete here: the runs' deletion cascades to their artifact
+    rows, and each row takes its file with it (`delete_file_with_row`).
+    """
+    total = Artifact.objects.filter(run_id__in=run_ids).aggregate(total=Sum("size"))["total"]
+    return int(total or 0)
 
 
 # --- recording (the database) ------------------------------------------------------

@@ -40,7 +40,7 @@ from django.tasks import TaskResult, TaskResultStatus
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.base import Task as DjangoTask
 from django.tasks.base import TaskError
-from django.tasks.exceptions import InvalidTask, InvalidTaskBackend, TaskResultDoesNotExist
+from django.tasks.exceptions import InvalidTaskBackend, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
 from django.utils.json import normalize_json
 from django.utils.module_loading import import_string
@@ -137,17 +137,14 @@ class SupervisedBackend(BaseTaskBackend):
 
     def enqueue(self, task: DjangoTask, args, kwargs) -> TaskResult:
         self.validate_task(task)
-        if task.run_after is not None and not _has_field(Run, "run_after"):
-            # The column and its claim filter come with delayed runs.
-            raise InvalidTask("run_after needs the runner's delayed runs.")
         arguments = json_arguments(args, kwargs)
         with transaction.atomic():
             task_row = self._task_row(task)
             if not task_row.enabled:
                 raise ActionNotAllowed(f"Task '{task_row.name}' is disabled.")
-            run = Run(task=task_row, params=arguments, priority=task.priority)
-            if task.run_after is not None:
-                run.run_after = task.run_after  # type: ignore[attr-defined]
+            run = Run(
+                task=task_row, params=arguments, priority=task.priority, run_after=task.run_after
+            )
             run.save(force_insert=True)
             RunAction.objects.create(
                 run=run, action=ActionKind.START, via=Via.DJANGO, applied_at=run.created_at

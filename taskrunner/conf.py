@@ -71,6 +71,23 @@ WAKE_FALLBACK_SECONDS = Setting(
     "How often a worker still polls the database for requests when its direct wake-up "
     "(the socket on SQLite, NOTIFY on PostgreSQL) works.",
 )  # fmt: skip
+KEEP_DAYS = Setting(
+    "TASKRUNNER_KEEP_DAYS", int, 30, 0, "taskrunner.E030",
+    "Finished runs older than this many days are pruned (a task's keep_days wins).",
+)  # fmt: skip
+KEEP_RUNS = Setting(
+    "TASKRUNNER_KEEP_RUNS", int, 1000, 0, "taskrunner.E031",
+    "Finished runs beyond the newest this many of their task are pruned (a task's keep_runs "
+    "wins).",
+)  # fmt: skip
+PRUNE_SECONDS = Setting(
+    "TASKRUNNER_PRUNE_SECONDS", float, 60.0, 0.05, "taskrunner.E032",
+    "How often each worker prunes, in small batches.",
+)  # fmt: skip
+MAX_LOG_BYTES = Setting(
+    "TASKRUNNER_MAX_LOG_BYTES", int, 256 * 1024 * 1024, 1024, "taskrunner.E033",
+    "A run's stored log beyond this loses its oldest lines.",
+)  # fmt: skip
 
 SETTINGS: list[Setting] = [
     MAX_LINE_BYTES,
@@ -83,6 +100,10 @@ SETTINGS: list[Setting] = [
     SSE_STALL_SECONDS,
     SSE_MAX_STREAMS_PER_USER,
     SSE_MAX_STREAMS_PER_PROCESS,
+    KEEP_DAYS,
+    KEEP_RUNS,
+    PRUNE_SECONDS,
+    MAX_LOG_BYTES,
 ]
 
 
@@ -139,3 +160,19 @@ WARM_STARTS_NAME = "TASKRUNNER_WARM_STARTS"
 
 def warm_starts() -> bool:
     return bool(getattr(settings, WARM_STARTS_NAME, True))
+
+
+def keep_days() -> int:
+    return int(KEEP_DAYS.value())
+
+
+def keep_runs() -> int:
+    return int(KEEP_RUNS.value())
+
+
+def prune_seconds() -> float:
+    return float(PRUNE_SECONDS.value())
+
+
+def max_log_bytes() -> int:
+    return int(MAX_LOG_BYTES.value())

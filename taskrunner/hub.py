@@ -276,10 +276,17 @@ class RunSubscription:
             if target is not None and target != self._dead_end:
                 chunk = await self.hub.read_run(self.run_id, self.cursor)
                 if chunk is None:
+                    if self.final_at is not None:
+                        # A finished run whose remaining events are gone: nothing will come.
+                        self.cursor = max(self.cursor, self.final_at[0])
+                        return b"", self._end_after(None)
                     # Nothing there (the run was deleted?): wait for news, no spinning.
                     self._dead_end = target
                     continue
                 data = chunk.after(self.cursor)
+                if chunk.first > self.cursor + 1:
+                    # The events in between were deleted (log cap): say so, once per gap.
+                    data = sse.pruned(chunk.first) + data
                 self.cursor = chunk.last
                 return data, self._end_after(chunk)
             try:

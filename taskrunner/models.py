@@ -59,6 +59,8 @@ class Via(models.TextChoices):
     CLI = "cli"
     WORKER = "worker"
     DJANGO = "django"  # a Django task's enqueue (taskrunner.backends)
+    RETRY = "retry"
+    SCHEDULE = "schedule"
 
 
 class ActionKind(models.TextChoices):
@@ -112,6 +114,23 @@ class Task(models.Model):
     grace = models.FloatField(default=10.0, help_text="Seconds between SIGTERM and SIGKILL.")
     max_concurrent = models.PositiveIntegerField(default=1)
     enabled = models.BooleanField(default=True)
+    # Retries and retention (taskrunner.retries, taskrunner.retention).
+    retries = models.PositiveIntegerField(
+        default=0, help_text="Extra attempts after a failed, timed-out or lost run."
+    )
+    retry_delay = models.FloatField(
+        default=10.0,
+        help_text="Seconds before the first retry; each later one waits twice as long "
+        "(capped at an hour), plus up to 10% jitter.",
+    )
+    keep_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Days finished runs are kept; empty: the site's setting."
+    )
+    keep_runs = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Finished runs kept (the newest); empty: the site's setting.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -157,6 +176,8 @@ class Task(models.Model):
             errors["grace"] = "The grace period cannot be negative."
         if self.max_concurrent < 1:
             errors["max_concurrent"] = "At least one run must be allowed."
+        if self.retry_delay is None or not 0 <= self.retry_delay <= 86400:
+            errors["retry_delay"] = "The retry delay must be between 0 and 86400 seconds."
         if errors:
             raise ValidationError(errors)
 
@@ -174,13 +195,18 @@ class Task(models.Model):
         """The run's parameters from given values; ParamError names each bad one."""
         return params_mod.resolve(self.params, given)
 
-    def start(self, given_params: Any = None, *, user=None, via: str = Via.API) -> "Run":
-        """Queue a run of this task and record who asked; never waits for a worker."""
+    def start(
+        self, given_params: Any = None, *, user=None, via: str = Via.API, **run_fields: Any
+    ) -> "Run":
+        """Queue a run of this task and record who asked; never waits for a worker.
+
+        `run_fields` are more of the run's fields (`run_after`, `schedule`, ...).
+        """
         if not self.enabled:
             raise ActionNotAllowed(f"Task '{self.name}' is disabled.")
         values = self.resolve_params(given_params)
         with transaction.atomic():
-            run = Run.objects.create(task=self, params=values, requested_by=user)
+            run = Run.objects.create(task=self, params=values, requested_by=user, **run_fields)
             RunAction.objects.create(
                 run=run,
                 action=ActionKind.START,
@@ -309,6 +335,7 @@ class RunQuerySet(models.QuerySet):
                 f"      WHERE a.task_id = r.task_id AND a.status IN ({live})) AS live"
                 f"    FROM {run_table} r JOIN {task_table} t ON t.id = r.task_id"
                 f"    WHERE r.status = %s AND t.enabled {task_filter}"
+                "     AND (r.run_after IS NULL OR r.run_after <= %s)"
                 "  ) AS candidates"
                 "  WHERE place + live <= max_concurrent ORDER BY priority DESC, id LIMIT %s"
                 ") RETURNING id, priority",
@@ -321,6 +348,7 @@ class RunQuerySet(models.QuerySet):
                     RunStatus.QUEUED.value,
                     RunStatus.QUEUED.value,
                     *task_params,
+                    now,
                     limit,
                 ],
             )
@@ -370,6 +398,23 @@ class Run(models.Model):
     # Sampled by the worker every few seconds: the whole process tree's usage.
     cpu_percent = models.FloatField(null=True, blank=True)
     memory_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    # Delayed runs, retries and schedules: no worker claims it before `run_after`.
+    run_after = models.DateTimeField(null=True, blank=True)
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Stored (not only the reverse of retry_of) so a list of runs needs no query per run.
+    retried_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    schedule = models.ForeignKey(
+        "Schedule", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    scheduled_for = models.DateTimeField(null=True, blank=True)
+    # The log cap (TASKRUNNER_MAX_LOG_BYTES) deleted the run's log lines before
+    # this seq (streams skip to it after a `pruned` event), this many lines.
+    log_pruned_before = models.PositiveBigIntegerField(default=0)
+    log_pruned_lines = models.PositiveBigIntegerField(default=0)
 
     objects = RunQuerySet.as_manager()
 
@@ -380,6 +425,12 @@ class Run(models.Model):
             ("control_run", "Can pause, resume and abort runs and send them input"),
         ]
         indexes = [models.Index(fields=["task", "status"])]
+        constraints = [
+            # Each due time of a schedule starts one run, however many workers race for it.
+            models.UniqueConstraint(
+                fields=["schedule", "scheduled_for"], name="run_schedule_scheduled_for"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"run {self.pk} of {self.task_id and self.task.name}"
@@ -523,6 +574,9 @@ class Run(models.Model):
         )
         self.refresh_from_db()
         if changed:
+            from taskrunner.retries import retry_if_due
+
+            retry_if_due(self)  # in this transaction: a final failure always gets its successor
             self.record_status_event()
         return bool(changed)
 
@@ -604,7 +658,7 @@ class RunAction(models.Model):
     )
     # The username at the time, kept if the user is deleted later.
     by = models.CharField(max_length=150, blank=True)
-    via = models.CharField(max_length=6, choices=Via.choices)
+    via = models.CharField(max_length=8, choices=Via.choices)
     data = models.TextField(blank=True)  # the line, for input
     at = models.DateTimeField(default=timezone.now)
     applied_at = models.DateTimeField(null=True, blank=True, db_index=True)
@@ -717,3 +771,62 @@ class Artifact(models.Model):
         from taskrunner.artifacts import delete_stored
 
         delete_stored(self.storage_name)
+
+
+class ScheduleOverlap(models.TextChoices):
+    SKIP = "skip"
+    """A due time is skipped while a run this schedule started is still active."""
+    QUEUE = "queue"
+    """A run is queued anyway (the task's max_concurrent still holds)."""
+
+
+class Schedule(models.Model):
+    """When a task starts by itself: a cron expression or a fixed interval.
+
+    The times are computed in `taskrunner.schedules`; every worker fires due
+    schedules (`taskrunner.worker.schedules`).
+    """
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="schedules")
+    cron = models.CharField(max_length=200, blank=True)
+    every = models.FloatField(null=True, blank=True, help_text="Seconds between runs (at least 1).")
+    params = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=True)
+    overlap = models.CharField(
+        max_length=5, choices=ScheduleOverlap.choices, default=ScheduleOverlap.SKIP
+    )
+    next_run_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_run = models.ForeignKey(
+        "Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    # Declared last: the field's name hides the module inside the class body.
+    timezone = models.CharField(
+        max_length=64, blank=True, help_text="An IANA name; empty: the site's TIME_ZONE."
+    )
+
+    class Meta:
+        ordering = ["task", "id"]
+
+    def __str__(self) -> str:
+        when = self.cron or f"every {self.every:g} s"
+        return f"{self.task_id and self.task.name}: {when}"
+
+    def save(self, *args, **kwargs) -> None:
+        from taskrunner.schedules import first_run_at
+
+        if self.enabled and self.next_run_at is None:
+            self.next_run_at = first_run_at(self)
+        elif not self.enabled:
+            self.next_run_at = None
+        super().save(*args, **kwargs)
+        if self.pk:
+            notify("schedule", self.pk)  # workers sleeping until their next time look again
+
+    def clean(self) -> None:
+        from taskrunner.schedules import validate_schedule
+
+        errors = validate_schedule(self)
+        if errors:
+            raise ValidationError(errors)

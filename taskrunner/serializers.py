@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from django.conf import settings
 from django.urls import NoReverseMatch, reverse
 
 from taskrunner.events import payloads
@@ -62,13 +63,37 @@ def run_json(run, *, actions=None) -> dict[str, Any]:
         "last_seq": run.last_seq,
         "actions": [action_json(a) for a in actions],
         "artifacts": [artifact_json(a) for a in run.artifacts.all()],
+        "run_after": iso(run.run_after),
+        "retry_of": run.retry_of_id,
+        "retried_by": run.retried_by_id,
+        "schedule": run.schedule_id,
+        "scheduled_for": iso(run.scheduled_for),
         "url": _url("taskrunner-api:run", run.pk),
         "events_url": _url("taskrunner-api:run-events", run.pk),
         "page_url": _url("taskrunner:run", run.pk),
     }
 
 
+def schedule_json(schedule, *, task_name: str | None = None) -> dict[str, Any]:
+    """The Schedule resource; `last_run` is the id of the last run it started."""
+    return {
+        "id": schedule.pk,
+        "task": task_name or schedule.task.name,
+        "cron": schedule.cron or None,
+        "every": schedule.every,
+        "timezone": schedule.timezone or settings.TIME_ZONE,
+        "params": schedule.params,
+        "enabled": schedule.enabled,
+        "overlap": schedule.overlap,
+        "next_run_at": iso(schedule.next_run_at),
+        "last_run": schedule.last_run_id,
+        "url": _url("taskrunner-api:schedule", schedule.pk),
+    }
+
+
 def task_json(task, *, active_runs=None, last_run=None) -> dict[str, Any]:
+    schedules = list(task.schedules.all())  # prefetched by lists of tasks
+    times = [s.next_run_at for s in schedules if s.enabled and s.next_run_at]
     return {
         "name": task.name,
         "title": task.display_title,
@@ -78,6 +103,12 @@ def task_json(task, *, active_runs=None, last_run=None) -> dict[str, Any]:
         "timeout": task.timeout,
         "grace": task.grace,
         "enabled": task.enabled,
+        "retries": task.retries,
+        "retry_delay": task.retry_delay,
+        "keep_days": task.keep_days,
+        "keep_runs": task.keep_runs,
+        "schedules": [schedule_json(s, task_name=task.name) for s in schedules],
+        "next_run_at": iso(min(times)) if times else None,
         "active_runs": [run_json(r) for r in (active_runs or [])],
         "last_run": run_json(last_run) if last_run is not None else None,
         "url": _url("taskrunner-api:task", task.name),

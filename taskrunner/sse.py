@@ -69,3 +69,11 @@ def frame(seq: int, kind: str, payload_json: str) -> str:
 def end(status: str, exit_code: int | None) -> bytes:
     """The last event of a run's stream: no `id`, so a reconnect resumes after the last seq."""
     return event({"status": status, "exit_code": exit_code}, event="end")
+
+
+def pruned(first_seq: int) -> bytes:
+    """Events the client asked for were deleted (log cap, retention): the oldest still stored.
+
+    No `id`: the stream goes on with the next real event, whose id is the cursor.
+    """
+    return event({"first_seq": first_seq}, event="pruned")

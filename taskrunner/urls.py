@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from taskrunner import views
+from taskrunner import schedule_views, views
 
 app_name = "taskrunner"
 
@@ -16,5 +16,11 @@ urlpatterns = [
     ),
     path("tasks/<slug:name>/", views.task_detail, name="task"),
     path("tasks/<slug:name>/start/", views.start_task, name="task-start"),
+    path("tasks/<slug:name>/schedules/", schedule_views.add_schedule, name="schedule-add"),
+    re_path(
+        r"^schedules/(?P<pk>[0-9]+)/(?P<action>enable|disable|remove)/$",
+        schedule_views.change_schedule,
+        name="schedule-change",
+    ),
     path("timeline/", views.timeline, name="timeline"),
 ]

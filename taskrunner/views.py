@@ -12,14 +12,16 @@ import math
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.paginator import Paginator
-from django.db.models import Max
+from django.db.models import Max, Min
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
@@ -28,9 +30,11 @@ from taskrunner.models import (
     ActionNotAllowed,
     Run,
     RunStatus,
+    Schedule,
     Task,
 )
 from taskrunner.params import ParamError
+from taskrunner.schedule_views import schedule_permissions
 from taskrunner.serializers import iso
 
 START_PERM = "taskrunner.start_run"
@@ -151,11 +155,18 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     for run in active:
         active_by_task.setdefault(run.task_id, []).append(run)
     rows = []
+    next_runs = dict(
+        Schedule.objects.filter(enabled=True)
+        .values("task_id")
+        .annotate(at=Min("next_run_at"))
+        .values_list("task_id", "at")
+    )
     for task in Task.objects.all():
         runs = active_by_task.get(task.pk, [])
         rows.append(
             {
                 "task": task,
+                "next_run_at": next_runs.get(task.pk),
                 "active": runs,
                 "current": runs[-1] if runs else None,
                 "last": last_final.get(task.pk),
@@ -193,7 +204,11 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 @staff_member_required
 def task_detail(request: HttpRequest, name: str) -> HttpResponse:
-    task = get_object_or_404(Task, name=name)
+    return render_task_page(request, get_object_or_404(Task, name=name))
+
+
+def render_task_page(request: HttpRequest, task: Task, http_status: int = 200, **extra: Any):
+    """The task page; `extra` context such as a schedule form with its errors."""
     status = request.GET.get("status") or ""
     if status not in RunStatus.values:
         status = ""
@@ -225,7 +240,13 @@ def task_detail(request: HttpRequest, name: str) -> HttpResponse:
             edit_url=edit_url,
             show_env_values=request.user.is_superuser,
             active_count=task.runs.active().count(),
+            schedules=list(task.schedules.select_related("last_run")),
+            schedule_form=extra.pop("schedule_form", {"values": {}, "errors": {}}),
+            site_time_zone=settings.TIME_ZONE,
+            **schedule_permissions(request.user),
+            **extra,
         ),
+        status=http_status,
     )
 
 
@@ -280,7 +301,11 @@ def start_task(request: HttpRequest, name: str) -> HttpResponse:
         elif request.POST.get(field, "") != "":
             given[field] = request.POST[field]
     try:
-        run = task.start(given, user=request.user, via="page")
+        run_after = _run_after_from_form(request.POST.get("run_after", ""))
+    except ValueError as exc:
+        return _refuse(request, f"Could not start {task.name}: {exc}", 400, back)
+    try:
+        run = task.start(given, user=request.user, via="page", run_after=run_after)
     except ParamError as exc:
         text = "; ".join(f"{k}: {v}" for k, v in exc.errors.items())
         return _refuse(request, f"Could not start {task.name}: {text}", 400, back)
@@ -291,6 +316,19 @@ def start_task(request: HttpRequest, name: str) -> HttpResponse:
         return JsonResponse({"id": run.pk, "page_url": target}, status=202)
     messages.success(request, f"Run {run.pk} of {task.display_title} queued.")
     return redirect(target)
+
+
+def _run_after_from_form(text: str):
+    """The start form's "start later": a local time (the site's time zone), or none."""
+    text = text.strip()
+    if not text:
+        return None
+    when = parse_datetime(text)
+    if when is None:
+        raise ValueError(f"start later: {text!r} is not a date and time.")
+    if when.tzinfo is None:
+        when = timezone.make_aware(when)  # a datetime-local input: the site's time zone
+    return when
 
 
 @require_POST

@@ -196,7 +196,7 @@ async def _run_state(hub: Hub, run_id: int) -> dict[str, Any] | None:
         return None
 
     def state() -> dict[str, Any] | None:
-        fields = ("id", "status", "last_seq", "exit_code")
+        fields = ("id", "status", "last_seq", "exit_code", "log_pruned_before")
         return Run.objects.filter(pk=run_id).values(*fields).first()
 
     return await hub.db(state)
@@ -227,11 +227,18 @@ async def _run_stream(request: HttpRequest, run_id: int) -> HttpResponseBase:
             return HttpResponse(status=204)  # the end was seen: stop reconnecting
         final_at = (state["last_seq"], state["status"], state["exit_code"])
     release = slots.take(await _user_key(request))
-    events = _run_events(hub, run_id, cursor, state["last_seq"], final_at, release)
+    # Lines before `log_pruned_before` were deleted (the log cap): a client asking
+    # for them gets one `pruned` event, then the events from there on.
+    pruned = 0
+    if cursor + 1 < state["log_pruned_before"]:
+        pruned, cursor = state["log_pruned_before"], state["log_pruned_before"] - 1
+    events = _run_events(hub, run_id, cursor, state["last_seq"], final_at, release, pruned)
     return _capped(_stream_response(events), release)
 
 
-async def _run_events(hub: Hub, run_id: int, cursor: int, frontier: int, final_at, release):
+async def _run_events(
+    hub: Hub, run_id: int, cursor: int, frontier: int, final_at, release, pruned: int = 0
+):
     await release_request_thread()
     sub = hub.subscribe_run(run_id, cursor, frontier=frontier, final_at=final_at)
     loop = asyncio.get_running_loop()
@@ -239,6 +246,8 @@ async def _run_events(hub: Hub, run_id: int, cursor: int, frontier: int, final_a
     keepalive = keepalive_seconds()
     try:
         yield sse.retry(RETRY_MS)
+        if pruned:
+            yield sse.pruned(pruned)
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:

@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from taskrunner.api import artifacts, streams, views
+from taskrunner.api import artifacts, schedules, streams, views
 
 app_name = "taskrunner-api"
 
@@ -11,6 +11,9 @@ urlpatterns = [
     path("tasks/", views.task_list, name="tasks"),
     path("tasks/<slug:name>/", streams.task_detail_or_stream, name="task"),
     path("tasks/<slug:name>/runs/", views.task_runs, name="task-runs"),
+    path("tasks/<slug:name>/schedules/", schedules.task_schedules, name="task-schedules"),
+    path("schedules/", schedules.schedule_list, name="schedules"),
+    path("schedules/<int:schedule_id>/", schedules.schedule_detail, name="schedule"),
     path("runs/", views.run_list, name="runs"),
     path("runs/<int:run_id>/", views.run_detail, name="run"),
     path("runs/<int:run_id>/pause/", views.run_pause, name="run-pause"),

@@ -6,12 +6,13 @@ Streams (SSE, the log as text) are in `taskrunner.api.streams`.
 from typing import Any
 from urllib.parse import urlencode
 
-from django.db.models import Max, Prefetch
+from django.db.models import Max, Prefetch, prefetch_related_objects
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 
 from taskrunner.api.access import api_view, read_json, require_perm
 from taskrunner.api.errors import ApiError, conflict, invalid, not_found
+from taskrunner.api.schedules import parse_run_after
 from taskrunner.events import store
 from taskrunner.models import (
     ACTIVE_STATUSES,
@@ -97,6 +98,7 @@ def api_root(request: HttpRequest) -> HttpResponse:
 def _tasks_json(tasks: list[Task]) -> list[dict[str, Any]]:
     """Tasks with their active and last runs, in a fixed number of queries."""
     ids = [task.pk for task in tasks]
+    prefetch_related_objects(tasks, "schedules")
     active: dict[int, list[Run]] = {}
     for run in runs_for_json().filter(task_id__in=ids, status__in=ACTIVE_STATUSES).order_by("id"):
         active.setdefault(run.task_id, []).append(run)
@@ -117,8 +119,9 @@ def task_list(request: HttpRequest) -> HttpResponse:
 
 def _start(request: HttpRequest, task: Task, body: dict[str, Any]) -> JsonResponse:
     require_perm(request, START)
+    run_after = parse_run_after(body.get("run_after"))
     try:
-        run = task.start(body.get("params"), user=request.user, via=Via.API)
+        run = task.start(body.get("params"), user=request.user, via=Via.API, run_after=run_after)
     except ParamError as exc:
         fields = {
             name if name == "params" else f"params.{name}": message
@@ -136,7 +139,7 @@ def task_runs(request: HttpRequest, name: str) -> HttpResponse:
     """POST /api/tasks/{name}/runs/: queue a run; answers at once."""
     task = get_task(name)
     body = read_json(request)
-    unknown = set(body) - {"params"}
+    unknown = set(body) - {"params", "run_after"}
     if unknown:
         raise invalid("Unknown fields.", {field: "unknown field" for field in sorted(unknown)})
     return _start(request, task, body)

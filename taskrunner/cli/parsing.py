@@ -132,6 +132,7 @@ EPILOG = (
 
 
 def add_verbs(parser: CommandParser) -> None:
+
     parser.epilog = EPILOG
     verbs = parser.add_subparsers(
         dest="verb", metavar="VERB", required=True, parser_class=OneLineParser
@@ -150,6 +151,13 @@ def add_verbs(parser: CommandParser) -> None:
     _add_logs(verbs)
     _add_token(verbs)
     _add_artifacts(verbs)
+    _scheduling().add_verbs(verbs)  # schedule, prune
+
+
+def _scheduling():
+    from taskrunner.cli import scheduling  # imported late: it uses this module's helpers
+
+    return scheduling
 
 
 def _add_user(sub) -> None:
@@ -213,6 +221,7 @@ def _add_define(verbs) -> None:
         metavar="USERNAME",
         help="act as this staff user: only a superuser may change what a task executes",
     )
+    _scheduling().add_define_options(sub)
     # The command itself comes after `--` (see the management command).
 
 
@@ -224,6 +233,7 @@ def _add_start(verbs) -> None:
     )
     _add_user(sub)
     sub.add_argument("--follow", action="store_true", help="print its output until it ends")
+    _scheduling().add_start_options(sub)
 
 
 def _add_runs(verbs) -> None:

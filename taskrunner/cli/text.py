@@ -133,6 +133,13 @@ def run_details(run: Run) -> str:
         ("pid", run.pid),
         ("host", run.hostname),
         ("events", run.last_seq),
+        ("attempt", f"{run.attempt} of {run.task.retries + 1}"),
+        ("not before", when(run.run_after) if run.run_after else ""),
+        ("retry of", run.retry_of_id),
+        ("retried by", run.retried_by_id),
+        ("schedule", run.schedule_id),
+        ("scheduled for", when(run.scheduled_for) if run.scheduled_for else ""),
+        ("pruned lines", run.log_pruned_lines or ""),
     ]
     lines = [f"{name}: {value}" for name, value in fields if value not in (None, "")]
     lines.append("actions:")

@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 from django.db.models import Count
 
-from taskrunner.cli import artifacts, exitcodes, follow, parsing, text
+from taskrunner.cli import artifacts, exitcodes, follow, parsing, scheduling, text
 from taskrunner.models import ActionNotAllowed, ApiToken, Run, Task, Via
 from taskrunner.params import ParamError
 from taskrunner.serializers import run_json
@@ -178,6 +178,7 @@ def _apply_definition(task: Task, opts: Namespace) -> None:
         parsing.apply_allow_dash(task.params, opts.allow_dash)
     if opts.pattern:
         parsing.apply_patterns(task.params, opts.pattern)
+    scheduling.apply_define_options(task, opts)
 
 
 def tasks(opts: Namespace, console: Console) -> int:
@@ -202,7 +203,7 @@ def start(opts: Namespace, console: Console) -> int:
     user = get_user(opts.user)
     given = parsing.pairs_to_dict(opts.param, "--param")
     try:
-        run = task.start(given, user=user, via=Via.CLI)
+        run = task.start(given, user=user, via=Via.CLI, run_after=scheduling.run_after(opts))
     except ParamError as exc:
         raise param_error(exc) from None
     except ActionNotAllowed as exc:
@@ -309,4 +310,6 @@ VERBS = {
     "token": token_create,
     "artifacts": artifacts.list_artifacts,
     "artifact": artifacts.get_artifact,
+    "schedule": scheduling.schedule,
+    "prune": scheduling.prune,
 }

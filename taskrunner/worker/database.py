@@ -28,6 +28,7 @@ import psutil
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
+from taskrunner.conf import max_log_bytes
 from taskrunner.events.store import append_events
 from taskrunner.models import (
     CONTROL_ACTIONS,
@@ -37,7 +38,8 @@ from taskrunner.models import (
     RunAction,
     Worker,
 )
-from taskrunner.process.output import Taken
+from taskrunner.process.output import EventKind, Taken
+from taskrunner.retention import cap_run_log
 from taskrunner.unavailable import is_database_unavailable
 
 logger = logging.getLogger(__name__)
@@ -163,14 +165,26 @@ def claim(worker: Worker, limit: int) -> list[Run]:
     return [runs[run_id] for run_id in ids if run_id in runs]  # in the claim's start order
 
 
+# Log characters stored per live run since this worker claimed it: the log cap
+# (TASKRUNNER_MAX_LOG_BYTES) is looked at only when this passes it.
+_log_sizes: dict[int, int] = {}
+
+
 def store_batch(batch: dict[int, Taken]) -> None:
     """Store each run's events, progress and result in one transaction."""
     now = timezone.now()
+    capped = []
     with transaction.atomic():
         for run_id, taken in batch.items():
             events = taken.events
             for start in range(0, len(events), BATCH_LIMIT):
                 append_events(run_id, events[start : start + BATCH_LIMIT])
+            size = _log_sizes.get(run_id, 0) + sum(
+                len(e.text) + 8 for e in events if e.kind == EventKind.LOG
+            )
+            _log_sizes[run_id] = size
+            if size > max_log_bytes():
+                capped.append(run_id)
             changes: dict[str, Any] = {}
             if taken.progress is not None:
                 changes["progress"] = taken.progress
@@ -178,6 +192,8 @@ def store_batch(batch: dict[int, Taken]) -> None:
                 changes["result"] = taken.result
             if changes:
                 Run.objects.filter(pk=run_id).update(updated_at=now, **changes)
+    for run_id in capped:  # its own short transaction, after the batch is safely stored
+        _log_sizes[run_id] = cap_run_log(run_id, _log_sizes[run_id])
 
 
 def run_exists(run_id: int) -> bool:
@@ -193,6 +209,7 @@ def mark_started(
 
 
 def finish_run(run: Run, status: str, returncode: int | None, error: str) -> None:
+    _log_sizes.pop(run.pk, None)
     run.refresh_from_db()
     run.finish(status, exit_code=returncode, error=error)
 

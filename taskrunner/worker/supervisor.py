@@ -12,7 +12,8 @@ stalls the pipes.
 Side loops, each a named task: the writer; the watcher (one `DatabaseWaker`:
 control requests and new runs are seen within milliseconds); the heartbeat
 (proves this worker alive and reconciles dead ones); the sampler (CPU and
-memory of each run's tree).
+memory of each run's tree); the schedule keeper (`schedules`: fires due
+schedules); the pruner (`pruning`: retention, in small batches).
 
 Signals only record: the first SIGTERM/SIGINT stops claiming and ends the
 children (SIGTERM, SIGKILL after each task's grace) and records their runs as
@@ -37,10 +38,11 @@ from taskrunner.process.execution import StopReason
 from taskrunner.unavailable import is_database_unavailable
 from taskrunner.wakesocket import WakeSocket
 from taskrunner.wakeup import DatabaseWaker, fallback_seconds
-from taskrunner.worker import controls, database, reconcile
+from taskrunner.worker import controls, database, pruning, reconcile
 from taskrunner.worker.artifacts import ArtifactCollector
 from taskrunner.worker.database import GaveUp, WorkerDatabase
 from taskrunner.worker.handle import RunHandle
+from taskrunner.worker.schedules import ScheduleKeeper
 from taskrunner.worker.warm import WarmStarts
 from taskrunner.worker.writer import EventWriter
 
@@ -87,6 +89,7 @@ class Supervisor:
         self.direct = self.waker.direct = WakeSocket.for_worker(self.waker.vendor)
         self.applied = controls.RecentlyApplied()
         self.warm = WarmStarts()  # Django tasks' children forked from a warm process
+        self.schedules = ScheduleKeeper(self.db, self.wake.set, lambda: self.stopping)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self._handle_stop_signal, sig)
         try:
@@ -105,6 +108,8 @@ class Supervisor:
                 asyncio.create_task(forever("watcher", self._watch_step)),
                 asyncio.create_task(forever("heartbeat", self._heartbeat_step)),
                 asyncio.create_task(forever("sampler", self._sample_step)),
+                asyncio.create_task(forever("schedules", self.schedules.step)),
+                asyncio.create_task(forever("pruner", lambda: pruning.prune_step(self.db))),
             ]
             try:
                 await self._main_loop()
@@ -302,6 +307,8 @@ class Supervisor:
             return  # only the events this worker just stored: nothing to do
         if not changed or any(not p.startswith("control:") for p in changed):
             self.wake.set()  # a new run, or a timeout: the main loop looks for runs
+        if changed:
+            self.schedules.changed.set()  # a schedule may have been added or changed
         if self.handles:
             await controls.on_wakeup(self.db, self.worker, self.handles, changed, self.applied)
 

@@ -77,6 +77,13 @@ def change_form(task: Task, **overrides) -> dict:
         "enabled": "on",
         "created_at_0": "2026-11-30",
         "created_at_1": "08:00:00",
+        "retries": "0",
+        "retry_delay": "10",
+        "keep_days": "",
+        "keep_runs": "",
+        # The schedules inline (shown to users with the schedule permissions).
+        "schedules-TOTAL_FORMS": "0",
+        "schedules-INITIAL_FORMS": "0",
         "_save": "Save",
     }
     data.update(overrides)

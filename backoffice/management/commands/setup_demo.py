@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from taskrunner.models import Task
+from taskrunner.models import Schedule, Task
 
 JOBS = Path(settings.BASE_DIR) / "backoffice" / "jobs"
 
@@ -66,6 +66,10 @@ def demo_tasks() -> list[dict]:
             "timeout": 300.0,
             "grace": 5.0,
             "max_concurrent": 1,
+            # Regular runs a new user sees happen (a schedule, below), each retried
+            # once a minute later if it fails.
+            "retries": 1,
+            "retry_delay": 60.0,
         },
         {
             "name": "crawler",
@@ -102,6 +106,7 @@ class Command(BaseCommand):
                 self.stdout.write(
                     f"{'Created' if created else 'Updated'} task {definition['name']}."
                 )
+            self.demo_schedules()
             self.first_superuser(username)
 
     def define(self, definition: dict) -> bool:
@@ -114,6 +119,13 @@ class Command(BaseCommand):
         task.full_clean()
         task.save()
         return created
+
+    def demo_schedules(self) -> None:
+        """The smoke tests every 15 minutes, once (running the command again adds none)."""
+        task = Task.objects.get(name="smoke-tests")
+        if not task.schedules.exists():
+            Schedule.objects.create(task=task, cron="*/15 * * * *", overlap="skip")
+            self.stdout.write("Scheduled smoke-tests every 15 minutes.")
 
     def first_superuser(self, username: str) -> None:
         users = get_user_model().objects
