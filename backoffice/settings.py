@@ -251,6 +251,8 @@ from taskrunner import conf as _taskrunner_conf  # noqa: E402
 for _setting in _taskrunner_conf.SETTINGS:
     _read = env.int if _setting.kind is int else env.float
     globals()[_setting.name] = _read(_setting.name, default=_setting.default)
+# Where this process's workers run their children (default: the hostname).
+TASKRUNNER_HOST = env.str(_taskrunner_conf.HOST, default="")
 
 # The API answers a failed CSRF check with its JSON 403 (HTML elsewhere).
 CSRF_FAILURE_VIEW = "taskrunner.api.errors.csrf_failure"

@@ -26,7 +26,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -60,7 +59,7 @@ class Supervisor:
         self.until_idle = until_idle
         self.max_runs = max_runs
         self.poll_interval = poll_interval
-        self.hostname = socket.gethostname()
+        self.hostname = conf.host()
         self.handles: dict[int, RunHandle] = {}
         self.supervisions: set[asyncio.Task] = set()
         self.claimed_count = 0
@@ -93,6 +92,7 @@ class Supervisor:
                 self.concurrency,
             )
             await self.db.call(reconcile.reconcile_dead_workers, self.worker, self.db.contact_since)
+            await self.db.call(reconcile.kill_leftovers, self.worker)
             writing = asyncio.create_task(forever("writer", self.writer.step))
             side = [
                 asyncio.create_task(forever("watcher", self._watch_step)),
