@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from asgiref.sync import SyncToAsync
@@ -104,12 +104,15 @@ def _encode(
     chunks: list[tuple[int, Chunk]] = []
     parts: list[str] = []
     size = 0
-    current = first = last = None
+    current: int | None = None
+    first: int | None = None
+    last: int | None = None
     final = None
 
     def flush() -> None:
         nonlocal first, final
         if parts:
+            assert current is not None and first is not None and last is not None
             data = "".join(parts).encode("utf-8")
             chunks.append((current, Chunk(first, last, data, final)))
             parts.clear()
@@ -331,7 +334,7 @@ class Hub:
         self.frontier: dict[int, int] = {}  # per watched run: highest seq fetched
         self.dashboards: set[DashboardSubscription] = set()
         self._dash_seen: dict[int, tuple] = {}  # run id -> (updated_at, status) last sent
-        self._dash_since = None
+        self._dash_since: datetime | None = None
         self._dash_primed = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskrunner-hub")
         self._reader: asyncio.Task | None = None
@@ -512,8 +515,8 @@ class Hub:
         if self.dashboards and not self._more:
             self.stats["dashboard_queries"] += 1
             for run_id, data in await self.db(self._dashboard_changes):
-                for sub in self.dashboards:
-                    sub.feed(run_id, data)
+                for dashboard in self.dashboards:
+                    dashboard.feed(run_id, data)
 
     # --- dashboard diffing (in the hub's thread) ------------------------------
 

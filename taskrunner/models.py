@@ -240,8 +240,8 @@ class RunQuerySet(models.QuerySet):
             )
         return super().delete()
 
-    delete.alters_data = True
-    delete.queryset_only = True
+    delete.alters_data = True  # type: ignore[attr-defined]  # Django's markers on a method
+    delete.queryset_only = True  # type: ignore[attr-defined]
 
     def active(self):
         return self.filter(status__in=ACTIVE_STATUSES)
@@ -273,7 +273,7 @@ class RunQuerySet(models.QuerySet):
         """
         run_table, task_table = Run._meta.db_table, Task._meta.db_table
         postgres = connection.vendor == "postgresql"
-        if not postgres and not self.model.objects.queued().exists():
+        if not postgres and not Run.objects.queued().exists():
             return []  # a cheap look first: the claim takes SQLite's write lock
         live = ", ".join(f"'{status}'" for status in sorted(LIVE_STATUSES))
         with transaction.atomic(), connection.cursor() as cursor:

@@ -107,8 +107,8 @@ class DatabaseWaker:
         import psycopg
 
         if self._pending:
-            seen, self._pending = self._pending, set()
-            return seen
+            pending, self._pending = self._pending, set()
+            return pending
         if self._pg is None:
             try:
                 self._pg = await self._connect_postgres()

@@ -17,13 +17,16 @@ JSON error instead of hanging.
 """
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.utils.http import content_disposition_header
 
 from taskrunner import conf, sse
@@ -96,7 +99,8 @@ async def _user_key(request: HttpRequest) -> object:
 
 
 def _capped(response: StreamingHttpResponse, release) -> StreamingHttpResponse:
-    response._resource_closers.append(release)
+    # Django calls these when the server closes the response, however it ends.
+    response._resource_closers.append(release)  # type: ignore[attr-defined]
     return response
 
 
@@ -187,14 +191,15 @@ def _cursor(request: HttpRequest, last_seq: int) -> tuple[int, bool]:
     return 0, False
 
 
-async def _run_state(hub: Hub, run_id: int) -> dict | None:
+async def _run_state(hub: Hub, run_id: int) -> dict[str, Any] | None:
     if not 0 < run_id <= MAX_ID:
         return None
-    return await hub.db(
-        lambda: (
-            Run.objects.filter(pk=run_id).values("id", "status", "last_seq", "exit_code").first()
-        )
-    )
+
+    def state() -> dict[str, Any] | None:
+        fields = ("id", "status", "last_seq", "exit_code")
+        return Run.objects.filter(pk=run_id).values(*fields).first()
+
+    return await hub.db(state)
 
 
 async def _let_go_of_the_connection() -> None:
@@ -206,7 +211,7 @@ async def _let_go_of_the_connection() -> None:
     await sync_to_async(connections.close_all)()
 
 
-async def _run_stream(request: HttpRequest, run_id: int) -> HttpResponse:
+async def _run_stream(request: HttpRequest, run_id: int) -> HttpResponseBase:
     _require_asgi(request)
     await _let_go_of_the_connection()
     hub = get_hub()
@@ -262,7 +267,7 @@ async def _run_events(hub: Hub, run_id: int, cursor: int, frontier: int, final_a
 
 
 @api_view({"GET": None})
-async def run_events(request: HttpRequest, run_id: int) -> HttpResponse:
+async def run_events(request: HttpRequest, run_id: int) -> HttpResponseBase:
     """GET /api/runs/{id}/events/: the run's events as SSE."""
     return await _run_stream(request, run_id)
 
@@ -273,7 +278,7 @@ def _wants_event_stream(request: HttpRequest) -> bool:
     return request.method in ("GET", "HEAD") and "text/event-stream" in accept
 
 
-async def task_detail_or_stream(request: HttpRequest, name: str) -> HttpResponse:
+async def task_detail_or_stream(request: HttpRequest, name: str) -> HttpResponseBase:
     """/api/tasks/{name}/: the task, or (Accept: text/event-stream) its newest run's events."""
     if _wants_event_stream(request):
         return await task_events(request, name)
@@ -281,7 +286,7 @@ async def task_detail_or_stream(request: HttpRequest, name: str) -> HttpResponse
 
 
 @api_view({"GET": None})
-async def task_events(request: HttpRequest, name: str) -> HttpResponse:
+async def task_events(request: HttpRequest, name: str) -> HttpResponseBase:
     _require_asgi(request)
     await _let_go_of_the_connection()
     hub = get_hub()
@@ -300,7 +305,7 @@ async def task_events(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @api_view({"GET": None})
-async def dashboard_events(request: HttpRequest) -> HttpResponse:
+async def dashboard_events(request: HttpRequest) -> HttpResponseBase:
     """GET /api/events/: Run JSON of every active run, then of every run that changes."""
     _require_asgi(request)
     if request.method == "HEAD":
@@ -359,7 +364,7 @@ async def _log_async(hub: Hub, run_id: int):
     await release_request_thread()
     after = 0
     while True:
-        text, after, more = await hub.db(lambda after=after: _log_batch(run_id, after))
+        text, after, more = await hub.db(functools.partial(_log_batch, run_id, after))
         if text:
             yield text.encode("utf-8", "replace")
         if not more:
@@ -378,7 +383,7 @@ def _log_sync(run_id: int):
 
 
 @api_view({"GET": None})
-async def run_log(request: HttpRequest, run_id: int) -> HttpResponse:
+async def run_log(request: HttpRequest, run_id: int) -> HttpResponseBase:
     """GET /api/runs/{id}/log/: the whole log as text, streamed; ?download=1 as a file."""
     if isinstance(request, ASGIRequest):
         await _let_go_of_the_connection()
@@ -405,7 +410,7 @@ async def run_log(request: HttpRequest, run_id: int) -> HttpResponse:
 
 
 @api_view({"GET": None})
-async def hub_debug(request: HttpRequest) -> HttpResponse:
+async def hub_debug(request: HttpRequest) -> HttpResponseBase:
     """GET /api/debug/hub/: this process's hub counters (staff only), for tests and ops."""
     from django.http import JsonResponse
 

@@ -66,6 +66,7 @@ class SupervisedProcess:
             "stdout": LineSplitter(max_line_bytes),
             "stderr": LineSplitter(max_line_bytes),
         }
+        assert self.popen.stdin and self.popen.stdout and self.popen.stderr  # all three are pipes
         self._fds = {
             "stdout": self.popen.stdout.fileno(),
             "stderr": self.popen.stderr.fileno(),
@@ -75,7 +76,7 @@ class SupervisedProcess:
         for name, fd in self._fds.items():
             os.set_blocking(fd, False)
             self._start_reading(name)
-        self._stdin_fd = self.popen.stdin.fileno()
+        self._stdin_fd: int | None = self.popen.stdin.fileno()
         os.set_blocking(self._stdin_fd, False)
         self._stdin_buffer = bytearray()
         self._stdin_writing = False
@@ -128,7 +129,9 @@ class SupervisedProcess:
     def _close_pipe(self, name: str) -> None:
         self._stop_reading(name)
         fd = self._fds.pop(name)
-        (self.popen.stdout if name == "stdout" else self.popen.stderr).close()
+        pipe = self.popen.stdout if name == "stdout" else self.popen.stderr
+        if pipe is not None:
+            pipe.close()
         del fd
         self._open_pipes -= 1
         if self._open_pipes == 0:
@@ -186,7 +189,8 @@ class SupervisedProcess:
             self._stdin_writing = False
         self._stdin_buffer.clear()
         try:
-            self.popen.stdin.close()
+            if self.popen.stdin is not None:
+                self.popen.stdin.close()
         except OSError:
             pass
         self._stdin_fd = None
@@ -195,28 +199,26 @@ class SupervisedProcess:
 
     def _watch_exit(self) -> None:
         try:
-            self._pidfd = os.pidfd_open(self.pid)
+            pidfd = os.pidfd_open(self.pid)
         except (OSError, AttributeError):
-            self._pidfd = None
-            self.loop.create_task(self._poll_exit())
+            self._exit_poller = self.loop.create_task(self._poll_exit())
             return
-        self.loop.add_reader(self._pidfd, self._on_exit_ready)
+        self.loop.add_reader(pidfd, self._on_exit_ready, pidfd)
 
-    def _on_exit_ready(self) -> None:
+    def _on_exit_ready(self, pidfd: int) -> None:
         # The pidfd is readable once the process has exited. It stays a
         # zombie (so its pid and group id cannot be reused) until reaped.
-        self.loop.remove_reader(self._pidfd)
-        os.close(self._pidfd)
-        self._pidfd = None
+        self.loop.remove_reader(pidfd)
+        os.close(pidfd)
         self.exited.set()
 
     async def _poll_exit(self) -> None:
         while True:
             try:
-                result = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                ended = bool(os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT))
             except ChildProcessError:
-                result = True
-            if result:
+                ended = True  # already reaped
+            if ended:
                 self.exited.set()
                 return
             await asyncio.sleep(0.02)

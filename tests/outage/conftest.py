@@ -27,7 +27,16 @@ import pytest
 
 from tests.conftest import ROOT, ManagedProcess, free_port, subprocess_env, wait_for
 
-PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _pg_bin() -> Path:
+    """The server binaries of the installed PostgreSQL (the newest, if several)."""
+    if "PG_BIN" in os.environ:
+        return Path(os.environ["PG_BIN"])
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 
 
 def _session_is_postgres() -> bool:

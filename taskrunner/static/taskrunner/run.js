@@ -67,7 +67,17 @@ function applyUsage(run) {
     setText(field("pid"), run.pid === null || run.pid === undefined ? "–" : String(run.pid));
 }
 
-function applyRun(run) {
+// The seq of the newest state applied. A fetched snapshot can be older than
+// what the stream already delivered (a GET sent before the worker acted and
+// answered after its status event): such a snapshot must not undo it.
+let appliedSeq = 0;
+
+function applyRun(run, seq = run.last_seq ?? 0) {
+    if (seq < appliedSeq) {
+        applyUsage(run);
+        return;
+    }
+    appliedSeq = seq;
     setStatus(run.status);
     root.dataset.started = run.started_at || "";
     root.dataset.finished = run.finished_at || "";
@@ -111,7 +121,7 @@ function onEvent(kind) {
         const data = JSON.parse(event.data);
         const seq = Number(event.lastEventId || data.seq);
         if (!viewer.seen(seq)) return; // a repeat across a reconnect
-        if (kind === "status") applyRun(data);
+        if (kind === "status") applyRun(data, seq);
         else if (kind === "progress") applyProgress(data);
         const line = lineFromEvent(kind, data, seq);
         if (line) viewer.push(line);
