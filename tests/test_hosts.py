@@ -11,6 +11,7 @@ import sys
 import psutil
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from taskrunner.checks import check_sqlite_single_host
 from taskrunner.models import Run, RunStatus, Worker
@@ -92,3 +93,18 @@ def test_workers_of_two_hosts_on_sqlite_are_a_warning():
         assert "host-a, host-b" in warnings[0].msg
     else:
         assert warnings == []  # PostgreSQL is made for several hosts
+
+
+def test_a_worker_declared_dead_by_another_ends_its_runs_and_exits(start_worker):
+    """Cut off longer than dead_after, a worker finds its runs lost: it must not keep them."""
+    worker = start_worker(env={"TASKRUNNER_HOST": "host-a", "TASKRUNNER_HEARTBEAT_SECONDS": "0.2"})
+    run = define("cut-off", QUIET).start()
+    wait_for(lambda: len(processes(run)) == 2)
+    family = processes(run)
+    # What a worker of another host does to a silent one: its runs lost, its row stopped.
+    fresh(run).finish(RunStatus.LOST, error="Its worker died on host-a.")
+    Worker.objects.update(stopped_at=timezone.now())
+    assert worker.wait(timeout=30) == 1
+    wait_for(lambda: gone(family))
+    assert fresh(run).status == RunStatus.LOST
+    assert "declared dead" in worker.log()

@@ -288,8 +288,16 @@ class Supervisor:
 
     async def _heartbeat_step(self) -> None:
         await asyncio.sleep(conf.heartbeat_seconds())
-        await self.db.call(database.heartbeat, self.worker)
+        if not await self.db.call(database.heartbeat, self.worker) and not self.stopping:
+            self._declared_dead()
         await self.db.call(reconcile.reconcile_dead_workers, self.worker, self.db.contact_since)
+
+    def _declared_dead(self) -> None:
+        """Its runs were marked lost (it was cut off): kill their processes now, exit 1."""
+        logger.error("worker declared dead by another worker_id=%s; ending", self.worker.pk)
+        self.exit_status = 1
+        self._handle_stop_signal(signal.SIGTERM)
+        self._handle_stop_signal(signal.SIGTERM)
 
     async def _sample_step(self) -> None:
         await asyncio.sleep(SAMPLE_SECONDS)
