@@ -91,9 +91,10 @@ def kill_leftovers(me: Worker) -> None:
         Run.objects.filter(status=RunStatus.LOST, hostname=me.hostname, worker__boot_id=boot_id())
         .exclude(worker=me)
         .exclude(worker__in=alive_here)
-        .exclude(pid__isnull=True)
     )
     for run in runs:
+        if run.pid is None:
+            continue
         tree = ProcessTree(run.pid, run.pid_create_time, run.pgid or run.pid, run.process_key)
         if not tree.alive():
             continue

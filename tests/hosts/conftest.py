@@ -87,6 +87,8 @@ class WorkerHost:
         self.worker: subprocess.Popen | None = None
 
     def start_worker(self) -> None:
+        if self.worker is not None:  # its nsenter ends with the worker it started
+            self.worker.wait(timeout=30)
         argv = exec_start(
             "taskrunner-worker.service",
             {

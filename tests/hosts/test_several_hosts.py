@@ -212,6 +212,51 @@ def test_a_control_while_the_database_is_stopped_is_a_503(bed):
     wait_statuses(api, [run_id], {"aborted"})
 
 
+def test_nginx_serves_static_files_from_static_root_itself(bed):
+    """A file only in nginx's STATIC_ROOT (the web processes' is another): nginx answered."""
+    (bed.static_root / "probe.txt").write_text("served by nginx\n")
+    api = bed.api(bed.nginx.url)
+    response = api.get("/static/probe.txt")
+    assert response.status_code == 200
+    assert response.text == "served by nginx\n"
+    assert "X-Upstream" not in response.headers  # no web process was asked
+    assert response.headers["Cache-Control"] == "max-age=31536000, public, immutable" or (
+        "immutable" in response.headers["Cache-Control"]
+    )
+    for web in bed.webs:
+        assert api.get(f"{web.url}/static/probe.txt").status_code == 404
+
+
+def test_a_restarted_worker_kills_what_its_crashed_predecessor_left_on_its_host(bed):
+    """Only the worker of a host dies (its children live on in the namespace): another
+    host marks its runs lost without touching them; the host's next worker kills them."""
+    define(bed, "quiet", *QUIET)
+    api = bed.api(bed.nginx.url)
+    ids = [start(api, "quiet") for _ in range(RUNS)]
+    wait_statuses(api, ids, {"running"})
+    wait_for(lambda: all(run["pid"] for run in runs(api, ids).values()), timeout=30)
+    running = runs(api, ids)
+    host = bed.hosts[1]
+    theirs = [i for i, run in running.items() if run["host"] == host.name]
+    ours = [i for i, run in running.items() if run["host"] != host.name]
+    left = [process_of(bed, running[i]) for i in theirs]
+    assert len(left) == WORKER_CONCURRENCY and all(left)
+
+    worker = host.worker_process()
+    assert worker is not None
+    worker.kill()
+    wait_statuses(api, theirs, {"lost"}, timeout=40)
+    assert all(proc.is_running() and proc.status() != "zombie" for proc in left)
+
+    host.start_worker()
+    wait_for(lambda: not any(p.is_running() and p.status() != "zombie" for p in left), timeout=30)
+    assert "killing what is left of a lost run" in host.log()
+    assert {run["status"] for run in runs(api, ours).values()} == {"running"}
+    for run_id in ours:
+        assert api.post(f"/api/runs/{run_id}/abort/").status_code == 202
+    wait_statuses(api, ours, {"aborted"})
+
+
 def test_a_host_killed_at_once_has_its_runs_lost_and_no_other_run_touched(bed):
     define(bed, "forever", *_numbered("--interval", "0.2"))
     api = bed.api(bed.nginx.url)
@@ -243,6 +288,15 @@ def test_a_host_killed_at_once_has_its_runs_lost_and_no_other_run_touched(bed):
     for run_id in ours:
         assert api.post(f"/api/runs/{run_id}/abort/").status_code == 202
     wait_statuses(api, ours, {"aborted"})
+
+
+# Silent after start, so a dead worker's closed pipe does not end it.
+QUIET = [
+    sys.executable, "-c",
+    "import subprocess, sys, time; "
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+    "print('ready', flush=True); time.sleep(600)",
+]  # fmt: skip
 
 
 def _numbered(*args: str) -> list[str]:
