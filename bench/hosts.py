@@ -68,7 +68,11 @@ def define(bed: Bed, name: str, *argv: str) -> None:
 
 
 def start(client, task: str) -> int:
-    response = client.post(f"/api/tasks/{task}/runs/", json={"params": {}})
+    for _ in range(50):  # bounded: a web process reconnects to a restarted database
+        response = client.post(f"/api/tasks/{task}/runs/", json={"params": {}})
+        if response.status_code != 503:
+            break
+        time.sleep(0.1)
     response.raise_for_status()
     return response.json()["id"]
 
@@ -145,7 +149,13 @@ def restart_flood(bed: Bed, count: int) -> dict:
         if seq != since[1]:
             stall = max(stall, at - since[0])
             since = (at, seq)
-    lines = api.get(f"/api/runs/{run_id}/log/", timeout=120).text.splitlines()
+    for _ in range(50):  # bounded: a web process reconnects to a restarted database
+        response = api.get(f"/api/runs/{run_id}/log/", timeout=120)
+        if response.status_code != 503:
+            break
+        time.sleep(0.1)
+    response.raise_for_status()
+    lines = response.text.splitlines()
     numbers = [int(line.split()[1]) for line in lines if line.startswith("line ")]
     expected = set(range(1, count + 1))
     return {
@@ -199,11 +209,14 @@ def main() -> int:
     bed = Bed(Path(tempfile.mkdtemp(prefix="bench-hosts-")))
     try:
         bed.build()
-        figures = {
-            "control": control(bed, args.rounds),
-            "restart_flood": restart_flood(bed, args.lines),
-            "host_lost": host_lost(bed),  # last: the host stays dead
-        }
+        figures = {}
+        for name, measure in (
+            ("control", lambda: control(bed, args.rounds)),
+            ("restart_flood", lambda: restart_flood(bed, args.lines)),
+            ("host_lost", lambda: host_lost(bed)),  # last: the host stays dead
+        ):
+            figures[name] = measure()
+            print(name, json.dumps(figures[name]), file=sys.stderr)  # noqa: T201
     finally:
         bed.close_clients()
         bed.destroy()
