@@ -112,7 +112,8 @@ class RunHandle:
 
     def _note(self, text: str) -> None:
         logger.info("run note run_id=%s note=%r", self.run_id, text)
-        if not self.gone:
+        # After `stored`, the final status may be recorded: nothing may follow it.
+        if not self.gone and not self.stored.is_set():
             self.output.add_note(text, timezone.now())
             self.on_output()
 
@@ -147,6 +148,8 @@ class RunHandle:
         self.act_soon(self._check)
 
     def _check(self) -> None:
+        if self.exited:
+            return  # a timer that fired as the process ended: nothing left to signal
         if self.execution.check_timeout():
             logger.info("run timed out run_id=%s", self.run_id)
         self.execution.check_kill()

@@ -6,8 +6,9 @@ machine (same hostname and boot), at once when its process is gone. Silence
 is judged only over time the judging worker could see the database itself:
 after an outage every worker's last heartbeat is old and they all reconnect
 at about the same moment, so a worker that regained the database less than
-`dead_after` ago declares no one dead by silence (the others get `dead_after`
-from its reconnection to heartbeat again).
+`dead_after` (plus a heartbeat and the longest retry wait) ago declares no one
+dead by silence: the others get that long from its reconnection to heartbeat
+again.
 
 A dead worker's live runs become `lost`; their processes on this host are
 killed first (identified by pid and create time, and by the run's key in
@@ -28,14 +29,17 @@ from django.utils import timezone
 from taskrunner import conf
 from taskrunner.models import Run, RunStatus, Worker
 from taskrunner.process.tree import ProcessTree, process_identity
-from taskrunner.worker.database import boot_id
+from taskrunner.worker.database import RETRY_MAX_SECONDS, boot_id
 
 logger = logging.getLogger(__name__)
 
 
 def dead_workers(me: Worker, contact_since: datetime, now: datetime) -> list[Worker]:
     others = Worker.objects.filter(stopped_at__isnull=True).exclude(pk=me.pk)
-    in_contact = (now - contact_since).total_seconds() > conf.worker_dead_after()
+    # The others need dead_after from the moment this worker could see the
+    # database again, plus a heartbeat and a retry of their own to reconnect.
+    margin = conf.worker_dead_after() + conf.heartbeat_seconds() + RETRY_MAX_SECONDS
+    in_contact = (now - contact_since).total_seconds() > margin
     silent = set(others.dead(now).values_list("pk", flat=True)) if in_contact else set()
     here = boot_id()
     return [

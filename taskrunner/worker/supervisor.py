@@ -217,7 +217,9 @@ class Supervisor:
             finally:
                 handle.exited = True
                 handle.disarm()
-            # Every line is read; the writer stores them before the final status.
+            # What the psutil thread was doing is done, and its notes are in the
+            # buffer; every line is read; the writer stores all before the final status.
+            await handle.act(lambda: None)
             self.writer.wake()
             await handle.stored.wait()
             if handle.gone:
@@ -288,16 +290,15 @@ class Supervisor:
 
     async def _heartbeat_step(self) -> None:
         await asyncio.sleep(conf.heartbeat_seconds())
-        if not await self.db.call(database.heartbeat, self.worker) and not self.stopping:
-            self._declared_dead()
+        # Retried at once (backoff from 0.1 s) while the database is away, so the
+        # first heartbeat after an outage is not late by a side loop's pause.
+        if not await self.db.call_until_done(database.heartbeat, self.worker) and not self.stopping:
+            # Cut off past dead_after: its runs are lost (maybe retried elsewhere): end them.
+            logger.error("worker declared dead by another worker_id=%s; ending", self.worker.pk)
+            self.exit_status = 1
+            self._handle_stop_signal(signal.SIGTERM)
+            self._handle_stop_signal(signal.SIGTERM)
         await self.db.call(reconcile.reconcile_dead_workers, self.worker, self.db.contact_since)
-
-    def _declared_dead(self) -> None:
-        """Its runs were marked lost (it was cut off): kill their processes now, exit 1."""
-        logger.error("worker declared dead by another worker_id=%s; ending", self.worker.pk)
-        self.exit_status = 1
-        self._handle_stop_signal(signal.SIGTERM)
-        self._handle_stop_signal(signal.SIGTERM)
 
     async def _sample_step(self) -> None:
         await asyncio.sleep(SAMPLE_SECONDS)
