@@ -1,4 +1,8 @@
-"""The ASGI entry point: `uvicorn backoffice.asgi:application`."""
+"""The ASGI entry point: `uvicorn backoffice.asgi:application`.
+
+Static files are answered before Django (`static_asgi.StaticFilesRouter`), so
+no sync-only middleware stands in front of the async views.
+"""
 
 import os
 
@@ -6,4 +10,8 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backoffice.settings")
 
-application = get_asgi_application()
+django_application = get_asgi_application()
+
+from backoffice.static_asgi import StaticFilesRouter  # noqa: E402 - needs the settings
+
+application = StaticFilesRouter(django_application)

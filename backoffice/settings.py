@@ -100,19 +100,25 @@ INSTALLED_APPS = [
     "backoffice",
 ]
 
+# Some of Django's own middleware runs on the event loop
+# (backoffice/inline_middleware.py: the same classes, without a hop to a
+# thread and back for each). The security, CSRF and clickjacking ones stay
+# under their own names, which `check --deploy` looks for.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # No WhiteNoiseMiddleware: static files are served before Django, in
+    # backoffice/asgi.py, so no sync-only middleware sits in front of the
+    # async views (every request would cross to a thread and back).
     # Outside everything that may query: a database that is away is a 503.
     "taskrunner.unavailable.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "backoffice.inline_middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "backoffice.inline_middleware.AuthenticationMiddleware",
     "taskrunner.auth.BearerTokenMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    "backoffice.inline_middleware.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "backoffice.urls"
@@ -253,6 +259,13 @@ for _setting in _taskrunner_conf.SETTINGS:
     globals()[_setting.name] = _read(_setting.name, default=_setting.default)
 # Where this process's workers run their children (default: the hostname).
 TASKRUNNER_HOST = env.str(_taskrunner_conf.HOST, default="")
+# SQLite: where the workers bind the sockets they are woken through (a path,
+# so not among the numbers above; taskrunner.conf.wake_dir reads it).
+TASKRUNNER_WAKE_DIR = env.str("TASKRUNNER_WAKE_DIR", default=str(VAR_DIR / "wake"))
+TASKRUNNER_WARM_STARTS = _bool("TASKRUNNER_WARM_STARTS", True)
 
 # The API answers a failed CSRF check with its JSON 403 (HTML elsewhere).
 CSRF_FAILURE_VIEW = "taskrunner.api.errors.csrf_failure"
+
+# Django's own tasks (`@task` functions, `enqueue`) run as supervised runs.
+TASKS = {"default": {"BACKEND": "taskrunner.backends.SupervisedBackend"}}

@@ -79,6 +79,29 @@ class Database:
         except psycopg.Error as exc:
             print(f"could not drop {self.name}: {exc}", file=sys.stderr)
 
+    def size(self) -> int:
+        """Bytes the database takes: the SQLite file and its WAL after a checkpoint, or
+        PostgreSQL's events table with its indexes and TOAST (`pg_total_relation_size`)."""
+        if self.backend == "sqlite":
+            import sqlite3
+
+            conn = sqlite3.connect(self.path, timeout=20)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                conn.close()
+            return sum(
+                Path(f"{self.path}{suffix}").stat().st_size
+                for suffix in ("", "-wal")
+                if Path(f"{self.path}{suffix}").exists()
+            )
+        import psycopg
+        from django.apps import apps
+
+        table = apps.get_model("taskrunner", "EventChunk")._meta.db_table
+        with psycopg.connect(_conninfo(self.url), autocommit=True) as conn:
+            return int(conn.execute("SELECT pg_total_relation_size(%s)", [table]).fetchone()[0])
+
     def counter(self):
         """Transactions the database committed (PostgreSQL), for the fan-out figure."""
         if self.backend != "postgres":
@@ -321,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             vendor=opts.backend,
             quick=opts.quick,
             db_counter=database.counter(),
+            db_size=database.size,
             session_cookie=session,
             profile_dir=opts.profile,
         )

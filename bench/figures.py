@@ -41,6 +41,7 @@ class System:
     vendor: str
     quick: bool
     db_counter: object  # () -> int: statements/transactions seen by the database, or None
+    db_size: object = None  # () -> int: bytes the database takes (see backend.Database.size)
     session_cookie: str = ""
     profile_dir: str = ""  # where to write profiles (the page's JavaScript), if anywhere
 
@@ -321,10 +322,16 @@ class NumberCheck:
             self.last_at = time.perf_counter()
 
 
+def raw_log_bytes(count: int) -> int:
+    """Bytes `numbered COUNT 0` prints: "1\n" .. "COUNT\n"."""
+    return sum(len(str(i)) + 1 for i in range(1, count + 1))
+
+
 async def throughput(system: System, count: int, trials: int) -> dict:
-    rates, floor_rates, missing = [], [], []
+    rates, floor_rates, missing, growth = [], [], [], []
     async with system.http() as http:
         for _ in range(trials):
+            size_before = await asyncio.to_thread(system.db_size) if system.db_size else None
             seconds, lines = await asyncio.to_thread(_pipe_floor, count)
             if lines != count:
                 raise BenchError(f"floor: {lines} of {count} lines")
@@ -338,8 +345,22 @@ async def throughput(system: System, count: int, trials: int) -> dict:
             missing.append(count - received + check.bad)
             rates.append(count / (check.last_at - t0) if received == count else 0.0)
             await wait_final(http, run["id"])
+            if size_before is not None:
+                growth.append(await asyncio.to_thread(system.db_size) - size_before)
     m, f = summary(rates), summary(floor_rates)
+    raw = raw_log_bytes(count)
+    db_growth = None
+    if growth:
+        biggest = max(growth)
+        db_growth = {
+            "bytes": biggest,
+            "raw_bytes": raw,
+            "ratio": biggest / raw,
+            "target": "<= 1.5 x the log's raw bytes",
+            "met": biggest <= 1.5 * raw,
+        }
     return {
+        "db_growth": db_growth,
         "unit": "lines/s",
         "lines": count,
         "measured": m,

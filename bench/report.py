@@ -43,7 +43,10 @@ MEANINGS = [
         "A child prints N numbered lines as fast as it can (64 KiB writes); lines per second "
         "from the POST until the SSE client has the last one, every line checked present, once, "
         "in order. Floor: the same child read straight from a pipe. Target: >= 250,000 lines/s "
-        "and 0 missing.",
+        "and 0 missing. Database growth: the bytes the database grew during the largest trial "
+        "(SQLite: the file plus its WAL after `PRAGMA wal_checkpoint(TRUNCATE)`; PostgreSQL: "
+        "`pg_total_relation_size` of the events table), against the log's raw bytes (every "
+        "line and its newline). Target: <= 1.5x.",
     ),
     (
         "control latency",
@@ -220,6 +223,18 @@ def rows(figures: dict) -> list[tuple[str, str, str, str, str, str]]:
                 f">= 250,000, {f['missing']} missing: {_mark(f['met'])}",
             )
         )
+        g = f.get("db_growth")
+        if g:
+            out.append(
+                (
+                    "  database growth for that flood (MB)",
+                    _f(g["bytes"] / 1e6, 2),
+                    "largest trial",
+                    f"log {_f(g['raw_bytes'] / 1e6, 2)}",
+                    f"{g['ratio']:.2f}x",
+                    f"<= 1.5x the log: {_mark(g['met'])}",
+                )
+            )
     if not error("control"):
         f = figures["control"]
         for action, a in f["actions"].items():

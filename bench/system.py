@@ -39,6 +39,10 @@ def server_env(database_url: str) -> dict[str, str]:
         DEBUG="false",
         PYTHONUNBUFFERED="1",
         LOG_LEVEL="WARNING",
+        # The fan-out figure opens 1,000 streams as one user: above the default
+        # per-user cap (100), which would answer the rest 429.
+        TASKRUNNER_SSE_MAX_STREAMS_PER_USER="5000",
+        TASKRUNNER_SSE_MAX_STREAMS_PER_PROCESS="5000",
     )
     return env
 

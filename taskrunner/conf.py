@@ -11,6 +11,7 @@ stops `manage.py check`, `migrate`, the worker and the web server at start.
 
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -66,11 +67,17 @@ SSE_MAX_STREAMS_PER_PROCESS = Setting(
     "TASKRUNNER_SSE_MAX_STREAMS_PER_PROCESS", int, 2000, 1, "taskrunner.E025",
     "Open event streams one web process serves at once (beyond: 429 too_many).",
 )  # fmt: skip
+WAKE_FALLBACK_SECONDS = Setting(
+    "TASKRUNNER_WAKE_FALLBACK_SECONDS", float, 0.5, 0.001, "taskrunner.E012",
+    "How often a worker still polls the database for requests when its direct wake-up "
+    "(the socket on SQLite, NOTIFY on PostgreSQL) works.",
+)  # fmt: skip
 
 SETTINGS: list[Setting] = [
     MAX_LINE_BYTES,
     HEARTBEAT_SECONDS,
     WORKER_DEAD_AFTER,
+    WAKE_FALLBACK_SECONDS,
     SSE_KEEPALIVE_SECONDS,
     SSE_MAX_SECONDS,
     SSE_CLIENT_BUFFER_BYTES,
@@ -90,6 +97,16 @@ def heartbeat_seconds() -> float:
 
 def worker_dead_after() -> float:
     return float(WORKER_DEAD_AFTER.value())
+
+
+def wake_fallback_seconds() -> float:
+    return float(WAKE_FALLBACK_SECONDS.value())
+
+
+def wake_dir() -> Path:
+    """TASKRUNNER_WAKE_DIR: where the workers on this host bind their wake sockets (a path)."""
+    configured = getattr(settings, "TASKRUNNER_WAKE_DIR", "")
+    return Path(configured) if configured else Path(settings.BASE_DIR) / "var" / "wake"
 
 
 def sse_keepalive_seconds() -> float:
@@ -127,3 +144,12 @@ def host() -> str:
     "Several hosts".
     """
     return str(getattr(settings, HOST, "") or socket.gethostname())
+
+
+# A switch, not a number (so not in SETTINGS): Django tasks' children are
+# forked from a warm process each worker keeps (True), or started cold.
+WARM_STARTS_NAME = "TASKRUNNER_WARM_STARTS"
+
+
+def warm_starts() -> bool:
+    return bool(getattr(settings, WARM_STARTS_NAME, True))

@@ -58,6 +58,7 @@ class Via(models.TextChoices):
     API = "api"
     CLI = "cli"
     WORKER = "worker"
+    DJANGO = "django"  # a Django task's enqueue (taskrunner.backends)
 
 
 class ActionKind(models.TextChoices):
@@ -189,6 +190,7 @@ class Task(models.Model):
                 applied_at=run.created_at,
             )
             run.record_status_event()
+            notify("run", run.pk)
         return run
 
 
@@ -259,7 +261,11 @@ class RunQuerySet(models.QuerySet):
         return self.filter(worker=worker)
 
     def claim(self, worker: "Worker", limit: int) -> list[int]:
-        """Claim up to `limit` queued runs for `worker`; the ids claimed, oldest first.
+        """Claim up to `limit` queued runs for `worker`; the ids claimed, in start order.
+
+        Higher `priority` first, then oldest first. The per-task window that
+        counts a task's free slots orders its runs the same way, so a task's
+        `max_concurrent` slots go to its highest-priority runs.
 
         `max_concurrent` holds across workers and hosts: the claim counts each
         task's live runs under a lock on the task's row, so two workers cannot
@@ -296,15 +302,16 @@ class RunQuerySet(models.QuerySet):
                 "started_at = %s, updated_at = %s "
                 "WHERE status = %s AND id IN ("
                 "  SELECT id FROM ("
-                "    SELECT r.id AS id, t.max_concurrent AS max_concurrent,"
-                "      ROW_NUMBER() OVER (PARTITION BY r.task_id ORDER BY r.id) AS place,"
+                "    SELECT r.id AS id, r.priority AS priority, t.max_concurrent AS max_concurrent,"
+                "      ROW_NUMBER() OVER (PARTITION BY r.task_id ORDER BY r.priority DESC, r.id)"
+                "        AS place,"
                 f"     (SELECT COUNT(*) FROM {run_table} a"
                 f"      WHERE a.task_id = r.task_id AND a.status IN ({live})) AS live"
                 f"    FROM {run_table} r JOIN {task_table} t ON t.id = r.task_id"
                 f"    WHERE r.status = %s AND t.enabled {task_filter}"
                 "  ) AS candidates"
-                "  WHERE place + live <= max_concurrent ORDER BY id LIMIT %s"
-                ") RETURNING id",
+                "  WHERE place + live <= max_concurrent ORDER BY priority DESC, id LIMIT %s"
+                ") RETURNING id, priority",
                 [
                     RunStatus.RUNNING.value,
                     worker.pk,
@@ -317,7 +324,7 @@ class RunQuerySet(models.QuerySet):
                     limit,
                 ],
             )
-            return sorted(row[0] for row in cursor.fetchall())
+            return [run_id for _, run_id in sorted((-row[1], row[0]) for row in cursor.fetchall())]
 
 
 class Run(models.Model):
@@ -327,6 +334,8 @@ class Run(models.Model):
     )
     params = models.JSONField(default=dict, blank=True)
     attempt = models.PositiveIntegerField(default=1)
+    # Higher first among queued runs (a Django task's `priority`, -100 to 100).
+    priority = models.IntegerField(default=0)
     progress = models.JSONField(null=True, blank=True)
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
@@ -440,7 +449,8 @@ class Run(models.Model):
                 )
             ):
                 act.mark_applied()
-            notify("control", self.pk)
+            # The worker can act on the payload alone, without reading the action first.
+            notify("control", self.pk, f"{act.pk}:{action}:{via}:{act.by}")
         return act
 
     # --- state changes (the worker) ---------------------------------------
@@ -520,16 +530,27 @@ class Run(models.Model):
 NOTIFY_CHANNEL = "taskrunner"
 
 
-def notify(kind: str, run_id: int) -> None:
-    """Wake listeners (PostgreSQL LISTEN) when the transaction commits.
+# Payload kinds that wake the workers on SQLite too (see taskrunner.wakesocket).
+WORKER_WAKE_KINDS = {"control", "run"}
 
-    On SQLite this does nothing: readers notice commits with `PRAGMA
-    data_version`, which is cheap enough to poll every few milliseconds.
-    Payloads are tiny (`kind:run_id`); never log text (8000-byte limit).
+
+def notify(kind: str, run_id: int, detail: str = "") -> None:
+    """Wake listeners when the transaction commits: `kind:run_id[:detail]`.
+
+    PostgreSQL: NOTIFY, which the server delivers on commit (and drops on a
+    rollback). SQLite: the web's readers notice commits with `PRAGMA
+    data_version`; the workers on this host are woken directly, after the
+    commit, for a control request or a new run (the only kinds they act on).
+    Payloads are tiny; never log text (8000-byte limit).
     """
+    payload = f"{kind}:{run_id}:{detail}" if detail else f"{kind}:{run_id}"
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, f"{kind}:{run_id}"])
+            cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, payload])
+    elif kind in WORKER_WAKE_KINDS:
+        from taskrunner.wakesocket import send_wake
+
+        transaction.on_commit(lambda: send_wake(payload))
 
 
 class EventChunk(models.Model):

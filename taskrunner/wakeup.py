@@ -5,7 +5,12 @@ loop of a worker): its cost does not grow with the number of things waiting.
 
 - SQLite: `PRAGMA data_version` on a connection of its own changes whenever
   another connection commits; checking it takes microseconds, so it is polled
-  every few milliseconds without touching any table.
+  every few milliseconds without touching any table. A worker also binds a
+  `wakesocket.WakeSocket`, to which the process recording a control request
+  or a new run sends a datagram after its commit: with that direct path open,
+  `data_version` is polled only every `TASKRUNNER_WAKE_FALLBACK_SECONDS` (the
+  fallback that always works), so the worker no longer wakes on each of its
+  own log commits.
 - PostgreSQL: `LISTEN taskrunner` on a dedicated psycopg connection (writers
   call `models.notify`). Notifications sent while disconnected are lost, so a
   reconnect reports "something changed" and readers re-query.
@@ -21,7 +26,9 @@ import time
 
 from django.db import connections
 
+from taskrunner import conf
 from taskrunner.models import NOTIFY_CHANNEL
+from taskrunner.wakesocket import WakeSocket
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +36,22 @@ ANYTHING = "*"
 PSYCOPG_KEYS = {"dbname", "user", "password", "host", "port", "sslmode", "options", "service"}
 
 
+def fallback_seconds() -> float:
+    """How often a worker with the direct wake-up still polls `data_version`."""
+    return conf.wake_fallback_seconds()
+
+
 class DatabaseWaker:
-    def __init__(self, alias: str = "default", *, poll_interval: float = 0.005):
+    def __init__(
+        self,
+        alias: str = "default",
+        *,
+        poll_interval: float = 0.005,
+        direct: WakeSocket | None = None,
+    ):
         self.alias = alias
         self.poll_interval = poll_interval
+        self.direct = direct  # bound by the caller (a worker), or None
         self.vendor = connections[alias].vendor
         self._sqlite: sqlite3.Connection | None = None
         self._sqlite_version: int | None = None
@@ -71,8 +90,30 @@ class DatabaseWaker:
             )
         return self._sqlite.execute("PRAGMA data_version").fetchone()[0]
 
+    def _sqlite_interval(self) -> float:
+        if self.direct is not None and self.direct.sock is not None:
+            return fallback_seconds()
+        return self.poll_interval
+
+    async def _wait_direct(self, seconds: float) -> set[str]:
+        """Datagrams from the direct path, waiting up to `seconds` for one."""
+        direct = self.direct
+        if direct is None or direct.sock is None:
+            if seconds > 0:
+                await asyncio.sleep(seconds)
+            return set()
+        if not direct.arrived.is_set() and seconds > 0:
+            try:
+                await asyncio.wait_for(direct.arrived.wait(), timeout=seconds)
+            except TimeoutError:
+                return set()
+        return direct.take()
+
     async def _wait_sqlite(self, timeout: float) -> set[str]:
         deadline = time.monotonic() + timeout
+        direct = await self._wait_direct(0)
+        if direct:
+            return direct
         while True:
             try:
                 version = self._sqlite_data_version()
@@ -92,7 +133,9 @@ class DatabaseWaker:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return set()
-            await asyncio.sleep(min(self.poll_interval, remaining))
+            direct = await self._wait_direct(min(self._sqlite_interval(), remaining))
+            if direct:
+                return direct
 
     async def _connect_postgres(self):
         import psycopg

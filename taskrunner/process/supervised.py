@@ -39,12 +39,15 @@ class SupervisedProcess:
         key: str,
         on_lines: LineCallback,
         max_line_bytes: int = 64 * 1024,
+        popen=None,
     ):
         self.argv = argv
         self.key = key
         self.on_lines = on_lines
         self.loop = asyncio.get_running_loop()
-        self.popen = subprocess.Popen(
+        # `popen`: a child already started elsewhere (a fork of the warm
+        # process, `forked.ForkedPopen`) with the same pipes and `wait()`.
+        self.popen = popen or subprocess.Popen(
             argv,
             env=env,
             cwd=cwd or None,

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 
 import psutil
 
@@ -72,6 +73,8 @@ class ProcessTree:
         self.known: dict[int, psutil.Process] = {}
         # The worker walks a tree from more than one thread (pausing, sampling).
         self._lock = threading.RLock()
+        self.defer_sweeps = False  # see sweep()
+        self._sweeps: list[Callable[[], object]] = []
         if self.leader is not None:
             self.known[pid] = self.leader
 
@@ -91,6 +94,7 @@ class ProcessTree:
 
     def refresh(self, *, scan_environment: bool = False) -> list[psutil.Process]:
         with self._lock:
+            self._run_sweeps()
             return self._refresh(scan_environment)
 
     def _refresh(self, scan_environment: bool) -> list[psutil.Process]:
@@ -125,15 +129,42 @@ class ProcessTree:
                 continue
         return alive
 
+    # --- signalling: the known tree at once, the process table after ---------
+    #
+    # Each signal has a fast part (killpg, then the members already known)
+    # and a slow one, the sweep (a walk of the process table, reading every
+    # process's environment, for escapees): tens of milliseconds on a busy
+    # machine. With `defer_sweeps` set, the sweep waits until `sweep()` is
+    # called, so the caller can record what it did in between; any later
+    # call on the tree runs pending sweeps first, so a resume never overtakes
+    # the sweep of its pause.
+
+    def sweep(self) -> None:
+        """Run the walks deferred by the last signals, oldest first."""
+        with self._lock:
+            self._run_sweeps()
+
+    def _run_sweeps(self) -> None:
+        while self._sweeps:
+            self._sweeps.pop(0)()
+
+    def _then(self, walk: Callable[[], object]) -> None:
+        self._sweeps.append(walk)
+        if not self.defer_sweeps:
+            self._run_sweeps()
+
     def signal(self, sig: int, *, scan_environment: bool = False) -> int:
-        """Send `sig` to the group and to every known or found member.
+        """Send `sig` to the group and to every known or found member (walk included).
 
         Returns how many individual processes were signalled besides the group.
         """
         with self._lock:
-            return self._signal(sig, scan_environment)
+            self._run_sweeps()
+            grouped, signalled = self._signal_known(sig)
+            return len(signalled) + self._signal_walk(sig, scan_environment, grouped, signalled)
 
-    def _signal(self, sig: int, scan_environment: bool) -> int:
+    def _signal_known(self, sig: int) -> tuple[bool, set[int]]:
+        """killpg, then the known members that left the group: no walk of the table."""
         grouped = self._group_is_ours()
         if grouped:
             try:
@@ -142,20 +173,23 @@ class ProcessTree:
                 pass
             except PermissionError:
                 logger.warning("killpg refused pgid=%s sig=%s", self.pgid, sig)
-        count = 0
-        # Known members that left the group first: the walk of the process
-        # table below takes tens of milliseconds on a busy machine.
         signalled = set()
         for pid, proc in list(self.known.items()):
             try:
                 if grouped and os.getpgid(pid) == self.pgid:
                     continue  # killpg reached it
                 proc.send_signal(sig)
-                count += 1
                 signalled.add(pid)
             except (psutil.Error, ProcessLookupError):
                 pass
-        for proc in self.refresh(scan_environment=scan_environment):
+        return grouped, signalled
+
+    def _signal_walk(
+        self, sig: int, scan_environment: bool, grouped: bool, signalled: set[int]
+    ) -> int:
+        """Signal what a walk of the process table finds that the fast part did not reach."""
+        count = 0
+        for proc in self._refresh(scan_environment):
             if proc.pid in signalled:
                 continue
             try:
@@ -169,15 +203,28 @@ class ProcessTree:
                 pass
         return count
 
+    def _fast_then_walk(self, sig: int, *, scan_environment: bool) -> None:
+        with self._lock:
+            self._run_sweeps()
+            grouped, signalled = self._signal_known(sig)
+            self._then(lambda: self._signal_walk(sig, scan_environment, grouped, signalled))
+
     def stop(self) -> None:
         """SIGSTOP everything, repeating until no member is left running.
 
         A process forked between the group signal and the walk would escape a
         single pass; a few passes settle it.
         """
-        self.signal(signal.SIGSTOP)
-        for _ in range(5):
-            running = [p for p in self.refresh(scan_environment=True) if not _is_stopped(p)]
+        self._fast_then_walk(signal.SIGSTOP, scan_environment=False)
+        with self._lock:
+            self._then(self._stop_stragglers)
+
+    def _stop_stragglers(self) -> None:
+        # The environment is read once (a double-forked escapee is found only by
+        # its key); later passes follow parents, which is enough for what a
+        # process forked just before it was stopped.
+        for attempt in range(5):
+            running = [p for p in self._refresh(attempt == 0) if not _is_stopped(p)]
             if not running:
                 return
             for proc in running:
@@ -187,15 +234,24 @@ class ProcessTree:
                     pass
 
     def cont(self) -> None:
-        self.signal(signal.SIGCONT, scan_environment=True)
+        # Whatever the pause found by its key is known now: no environment scan.
+        self._fast_then_walk(signal.SIGCONT, scan_environment=False)
 
     def terminate(self) -> None:
         """SIGTERM, then SIGCONT so stopped processes get to handle it."""
-        self.signal(signal.SIGTERM, scan_environment=True)
-        self.signal(signal.SIGCONT)
+        with self._lock:
+            self._run_sweeps()
+            grouped, termed = self._signal_known(signal.SIGTERM)
+            _, conted = self._signal_known(signal.SIGCONT)
+
+            def walk() -> None:
+                self._signal_walk(signal.SIGTERM, True, grouped, termed)
+                self._signal_walk(signal.SIGCONT, False, grouped, conted)
+
+            self._then(walk)
 
     def kill(self) -> None:
-        self.signal(signal.SIGKILL, scan_environment=True)
+        self._fast_then_walk(signal.SIGKILL, scan_environment=True)
 
     def alive(self) -> list[psutil.Process]:
         return self.refresh(scan_environment=True)

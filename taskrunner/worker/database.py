@@ -157,11 +157,12 @@ def heartbeat(worker: Worker) -> bool:
 
 
 def claim(worker: Worker, limit: int) -> list[Run]:
-    """Claim queued runs; loaded whole, task included, so the loop reads them without queries."""
+    """Claim queued runs, in start order, loaded whole (task included: no query later)."""
     ids = Run.objects.claim(worker, limit)
     if not ids:
         return []
-    return list(Run.objects.select_related("task", "requested_by").filter(pk__in=ids))
+    runs = Run.objects.select_related("task", "requested_by").in_bulk(ids)
+    return [runs[run_id] for run_id in ids if run_id in runs]  # in the claim's start order
 
 
 def store_batch(batch: dict[int, Taken]) -> None:
@@ -215,6 +216,15 @@ def record_applied(run: Run, action: RunAction, outcome: str) -> None:
         run.mark_paused()
     elif outcome == "resumed":
         run.mark_resumed()
+
+
+def record_applied_id(run: Run, action_id: int, outcome: str) -> None:
+    """`record_applied` for an action known only by its id (signalled from its wake-up)."""
+    try:
+        action = RunAction.objects.get(pk=action_id)
+    except RunAction.DoesNotExist:
+        return  # deleted with its run
+    record_applied(run, action, outcome)
 
 
 def store_samples(samples: dict[int, tuple[float, int]]) -> None:

@@ -23,9 +23,11 @@ from taskrunner import conf
 from taskrunner.models import Run
 from taskrunner.params import substitute
 from taskrunner.process.execution import RunExecution
+from taskrunner.process.forked import ForkedProcess
 from taskrunner.process.lines import Line
 from taskrunner.process.output import OutputBuffer
 from taskrunner.process.supervised import SupervisedProcess
+from taskrunner.worker.warm import WarmStarts
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +56,23 @@ class RunHandle:
         self.exited = False  # the process ended and every line was read
         self.gone = False  # the run's row was deleted: nothing more is stored
         self.stored = asyncio.Event()  # after exit: every line is stored
+        proc.tree.defer_sweeps = True  # act() runs each sweep right after
         self._timer: asyncio.TimerHandle | None = None
         self._acting: set[asyncio.Task] = set()  # referenced until done
 
     @classmethod
     def spawn(
-        cls, run: Run, *, procs: ThreadPoolExecutor, on_output: Callable[[], None]
+        cls,
+        run: Run,
+        procs: ThreadPoolExecutor,
+        on_output: Callable[[], None],
+        warm: WarmStarts | None = None,
     ) -> "RunHandle":
-        """Start the run's child now (OSError or ValueError if it cannot be started)."""
+        """Start the run's child now (OSError or ValueError if it cannot be started).
+
+        A Django task's child is forked from the warm process when `warm` allows
+        (`worker.warm`), and started cold otherwise.
+        """
         task = run.task
         key = uuid.uuid4().hex
         env = {
@@ -73,14 +84,35 @@ class RunHandle:
             "PYTHONUNBUFFERED": "1",
         }
         lines_to: list[RunHandle] = []  # the handle exists once the child does
-        proc = SupervisedProcess(
-            substitute(task.argv, run.params),
-            env=env,
-            cwd=task.cwd or None,
-            key=key,
-            on_lines=lambda stream, lines: lines_to[0].on_lines(stream, lines),
-            max_line_bytes=conf.max_line_bytes(),
-        )
+        argv = substitute(task.argv, run.params)
+
+        def on_lines(stream: str, lines: list[Line]) -> None:
+            lines_to[0].on_lines(stream, lines)
+
+        max_line_bytes = conf.max_line_bytes()
+        proc: SupervisedProcess | None = None
+        request = warm.request_for(task, env) if warm is not None else None
+        if request is not None and warm is not None and warm.zygote is not None:
+            try:
+                proc = ForkedProcess(
+                    argv,
+                    zygote=warm.zygote,
+                    request=request,
+                    key=key,
+                    on_lines=on_lines,
+                    max_line_bytes=max_line_bytes,
+                )
+            except OSError as exc:
+                logger.warning("warm start failed; starting cold run_id=%s error=%s", run.pk, exc)
+        if proc is None:
+            proc = SupervisedProcess(
+                argv,
+                env=env,
+                cwd=task.cwd or None,
+                key=key,
+                on_lines=on_lines,
+                max_line_bytes=max_line_bytes,
+            )
         handle = cls(run, proc, procs=procs, on_output=on_output)
         lines_to.append(handle)
         return handle
@@ -88,6 +120,11 @@ class RunHandle:
     @property
     def run_id(self) -> int:
         return self.run.pk
+
+    def describe(self) -> tuple:
+        """Run id, task, pid, and how it started (`warm`: forked from the warm process)."""
+        start = "warm" if isinstance(self.proc, ForkedProcess) else "cold"
+        return (self.run_id, self.run.task.name, self.proc.pid, start)
 
     # --- output -------------------------------------------------------------
 
@@ -120,10 +157,17 @@ class RunHandle:
     # --- acting on the process ------------------------------------------------
 
     async def act(self, fn: Callable[..., T], *args: Any) -> T:
-        """Call the execution (or the process) on the psutil thread, then re-arm the timer."""
+        """Call the execution (or the process) on the psutil thread, then re-arm the timer.
+
+        The tree defers its walk of the process table (`ProcessTree.sweep`):
+        `act` returns once the known tree is signalled, so the caller records
+        the outcome while the sweep for escapees runs next on the same thread,
+        before anything asked later.
+        """
         try:
             return await self.loop.run_in_executor(self.procs, fn, *args)
         finally:
+            self.loop.run_in_executor(self.procs, self.proc.tree.sweep)
             self.arm()
 
     def arm(self) -> None:

@@ -34,10 +34,12 @@ from taskrunner import conf
 from taskrunner.models import Run, RunStatus, Worker
 from taskrunner.process.execution import StopReason
 from taskrunner.unavailable import is_database_unavailable
-from taskrunner.wakeup import DatabaseWaker
+from taskrunner.wakesocket import WakeSocket
+from taskrunner.wakeup import DatabaseWaker, fallback_seconds
 from taskrunner.worker import controls, database, reconcile
 from taskrunner.worker.database import GaveUp, WorkerDatabase
 from taskrunner.worker.handle import RunHandle
+from taskrunner.worker.warm import WarmStarts
 from taskrunner.worker.writer import EventWriter
 
 logger = logging.getLogger(__name__)
@@ -79,6 +81,9 @@ class Supervisor:
         self.wake = asyncio.Event()
         self.writer = EventWriter(self.db, self.handles, on_gone=self._run_gone)
         self.waker = DatabaseWaker()
+        self.direct = self.waker.direct = WakeSocket.for_worker(self.waker.vendor)
+        self.applied = controls.RecentlyApplied()
+        self.warm = WarmStarts()  # Django tasks' children forked from a warm process
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self._handle_stop_signal, sig)
         try:
@@ -118,7 +123,10 @@ class Supervisor:
             logger.error("worker stopping without a database")
             self.exit_status = 1
         finally:
+            self.warm.close()
             await self.waker.close()
+            if self.direct is not None:
+                self.direct.close()
             # The database thread may be stuck waiting on the database: never wait for it.
             await self.db.close(abandon=bool(self.exit_status))
             self.procs.shutdown(wait=True)
@@ -189,7 +197,7 @@ class Supervisor:
     async def _start(self, run: Run) -> None:
         """Spawn the run's child first; recording it waits until the child runs."""
         try:
-            handle = RunHandle.spawn(run, procs=self.procs, on_output=self.writer.wake)
+            handle = RunHandle.spawn(run, self.procs, self.writer.wake, self.warm)
         except (OSError, ValueError) as exc:
             logger.warning("run could not start run_id=%s error=%s", run.pk, exc)
             try:
@@ -201,7 +209,7 @@ class Supervisor:
                 logger.exception("recording a failed start failed run_id=%s", run.pk)
             return
         self.handles[run.pk] = handle
-        logger.info("run started run_id=%s task=%s pid=%s", run.pk, run.task.name, handle.proc.pid)
+        logger.info("run started run_id=%s task=%s pid=%s start=%s", *handle.describe())
         handle.arm()
         supervision = asyncio.create_task(self._supervise(handle), name=f"run-{run.pk}")
         self.supervisions.add(supervision)
@@ -275,18 +283,17 @@ class Supervisor:
     # --- side loops -------------------------------------------------------------
 
     async def _watch_step(self) -> None:
-        # Polling at poll_interval too: a lost wake-up only delays, never loses.
-        changed = await self.waker.wait(timeout=self.poll_interval)
-        if changed and all(self._own_events(payload) for payload in changed):
+        # The direct path (datagram or NOTIFY) brings controls at once; polling,
+        # the fallback, is slower when it exists: a lost wake-up only delays.
+        direct = self.direct is not None or self.waker.vendor == "postgresql"
+        seen = await self.waker.wait(timeout=fallback_seconds() if direct else self.poll_interval)
+        changed = {payload for payload in seen if not own_events(payload, self.handles)}
+        if seen and not changed:
             return  # only the events this worker just stored: nothing to do
+        if not changed or any(not p.startswith("control:") for p in changed):
+            self.wake.set()  # a new run, or a timeout: the main loop looks for runs
         if self.handles:
-            await controls.apply_pending(self.db, self.worker, self.handles)
-        self.wake.set()  # the main loop looks for new runs
-
-    def _own_events(self, payload: str) -> bool:
-        """A PostgreSQL notification of events stored by this worker for its own runs."""
-        kind, _, run_id = payload.partition(":")
-        return kind == "event" and run_id.isdigit() and int(run_id) in self.handles
+            await controls.on_wakeup(self.db, self.worker, self.handles, changed, self.applied)
 
     async def _heartbeat_step(self) -> None:
         await asyncio.sleep(conf.heartbeat_seconds())
@@ -302,12 +309,7 @@ class Supervisor:
 
     async def _sample_step(self) -> None:
         await asyncio.sleep(SAMPLE_SECONDS)
-        samples = {}
-        for run_id, handle in list(self.handles.items()):
-            cpu, rss = await self.loop.run_in_executor(self.procs, handle.proc.tree.sample)
-            samples[run_id] = (round(cpu, 1), rss)
-        if samples:
-            await self.db.call(database.store_samples, samples)
+        await sample_runs(self.handles, self.procs, self.db)
 
     # --- stopping ---------------------------------------------------------------
 
@@ -346,6 +348,25 @@ class Supervisor:
                 [waiter, *self.supervisions], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
             waiter.cancel()
+
+
+def own_events(payload: str, handles: dict[int, RunHandle]) -> bool:
+    """A PostgreSQL notification of events stored by this worker for its own runs."""
+    kind, _, run_id = payload.partition(":")
+    return kind == "event" and run_id.isdigit() and int(run_id) in handles
+
+
+async def sample_runs(
+    handles: dict[int, RunHandle], procs: ThreadPoolExecutor, db: WorkerDatabase
+) -> None:
+    """CPU and memory of each run's whole tree, stored on its run (no event: the pages poll)."""
+    loop = asyncio.get_running_loop()
+    samples = {}
+    for run_id, handle in list(handles.items()):
+        cpu, rss = await loop.run_in_executor(procs, handle.proc.tree.sample)
+        samples[run_id] = (round(cpu, 1), rss)
+    if samples:
+        await db.call(database.store_samples, samples)
 
 
 async def forever(name: str, step: Callable[[], Awaitable[None]]) -> None:
