@@ -265,6 +265,8 @@ from taskrunner import conf as _taskrunner_conf  # noqa: E402
 for _setting in _taskrunner_conf.SETTINGS:
     _read = env.int if _setting.kind is int else env.float
     globals()[_setting.name] = _read(_setting.name, default=_setting.default)
+# Where this process's workers run their children (default: the hostname).
+TASKRUNNER_HOST = env.str(_taskrunner_conf.HOST, default="")
 # SQLite: where the workers bind the sockets they are woken through (a path,
 # so not among the numbers above; taskrunner.conf.wake_dir reads it).
 TASKRUNNER_WAKE_DIR = env.str("TASKRUNNER_WAKE_DIR", default=str(VAR_DIR / "wake"))

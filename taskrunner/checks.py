@@ -5,7 +5,7 @@ bound under its own id; the deployment's shape is checked too.
 """
 
 from django.conf import settings
-from django.core.checks import Error, register
+from django.core.checks import Error, Warning, register
 
 from taskrunner import conf
 
@@ -42,3 +42,34 @@ def check_middleware(app_configs, **kwargs) -> list[Error]:
             )
         ]
     return []
+
+
+@register()
+def check_sqlite_single_host(app_configs, **kwargs) -> list[Warning]:
+    """SQLite is one file on one machine: workers of two hosts on it are a mistake.
+
+    Judged from the workers registered and not stopped; a database that cannot
+    be read yet (before `migrate`) says nothing.
+    """
+    from django.db import DatabaseError, connection
+
+    from taskrunner.models import Worker
+
+    if connection.vendor != "sqlite":
+        return []
+    try:
+        hosts = sorted(
+            set(Worker.objects.filter(stopped_at__isnull=True).values_list("hostname", flat=True))
+        )
+    except DatabaseError:
+        return []
+    if len(hosts) < 2:
+        return []
+    return [
+        Warning(
+            f"Workers of {len(hosts)} hosts ({', '.join(hosts)}) use one SQLite database.",
+            hint="SQLite is for one host: use PostgreSQL (DATABASE_URL) for several, or give "
+            "every worker of this machine the same TASKRUNNER_HOST.",
+            id="taskrunner.W030",
+        )
+    ]

@@ -9,6 +9,7 @@ bounds is a system check error with the setting's stable id), so a bad value
 stops `manage.py check`, `migrate`, the worker and the web server at start.
 """
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,19 @@ def sse_max_streams_per_user() -> int:
 
 def sse_max_streams_per_process() -> int:
     return int(SSE_MAX_STREAMS_PER_PROCESS.value())
+
+
+HOST = "TASKRUNNER_HOST"  # a string, so not in SETTINGS: any non-empty name will do
+
+
+def host() -> str:
+    """This worker's host: where its runs' processes live (default: the machine's hostname).
+
+    Two workers with the same host may signal each other's runs' processes, so
+    it must be unique per machine (or per PID namespace); see the README's
+    "Several hosts".
+    """
+    return str(getattr(settings, HOST, "") or socket.gethostname())
 
 
 # A switch, not a number (so not in SETTINGS): Django tasks' children are

@@ -57,6 +57,7 @@ def run_json(run, *, actions=None) -> dict[str, Any]:
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),
         "requested_by": run.requested_by.get_username() if run.requested_by_id else None,
+        "host": run.hostname or None,
         "pid": run.pid,
         "cpu_percent": run.cpu_percent,
         "memory_bytes": run.memory_bytes,

@@ -152,8 +152,10 @@ def unregister(worker: Worker) -> None:
     Worker.objects.filter(pk=worker.pk).update(stopped_at=timezone.now())
 
 
-def heartbeat(worker: Worker) -> None:
-    Worker.objects.filter(pk=worker.pk).update(heartbeat_at=timezone.now())
+def heartbeat(worker: Worker) -> bool:
+    """Prove this worker alive; False if another already declared it dead (its runs are lost)."""
+    alive = Worker.objects.filter(pk=worker.pk, stopped_at__isnull=True)
+    return bool(alive.update(heartbeat_at=timezone.now()))
 
 
 def claim(worker: Worker, limit: int) -> list[Run]:

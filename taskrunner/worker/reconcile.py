@@ -12,7 +12,13 @@ again.
 
 A dead worker's live runs become `lost`; their processes on this host are
 killed first (identified by pid and create time, and by the run's key in
-their environment), those on other hosts are left to a worker there. The
+their environment), those on other hosts are left to a worker there: only a
+worker of a run's host (`TASKRUNNER_HOST`) ever signals its processes, since
+a pid means nothing on another machine (or in another PID namespace).
+
+A host that was cut off (its workers silent, their runs marked `lost` by a
+worker elsewhere) may still have those runs' processes when it comes back:
+`kill_leftovers`, called when a worker starts, kills them, identity-checked. The
 files a lost run left in its artifact directory on this host are kept.
 """
 
@@ -85,3 +91,29 @@ def _keep_leftover_files(run_id: int) -> None:
             logger.info("kept a lost run's files run_id=%s artifacts=%s", run_id, kept)
     except Exception:
         logger.exception("keeping a lost run's files failed run_id=%s", run_id)
+
+
+def kill_leftovers(me: Worker) -> None:
+    """Kill what is left here of runs marked `lost` while their host's worker was away.
+
+    Only runs of this host, of a worker of this same boot (a reboot left
+    nothing), that have no worker alive here any more; each process is found by
+    the run's pid and create time or by the run's key in its environment, so
+    a stranger that reused a pid is never signalled.
+    """
+    alive_here = Worker.objects.filter(hostname=me.hostname, stopped_at__isnull=True).exclude(
+        pk=me.pk
+    )
+    runs = (
+        Run.objects.filter(status=RunStatus.LOST, hostname=me.hostname, worker__boot_id=boot_id())
+        .exclude(worker=me)
+        .exclude(worker__in=alive_here)
+    )
+    for run in runs:
+        if run.pid is None:
+            continue
+        tree = ProcessTree(run.pid, run.pid_create_time, run.pgid or run.pid, run.process_key)
+        if not tree.alive():
+            continue
+        logger.warning("killing what is left of a lost run run_id=%s pid=%s", run.pk, run.pid)
+        tree.kill()

@@ -27,7 +27,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -65,7 +64,7 @@ class Supervisor:
         self.until_idle = until_idle
         self.max_runs = max_runs
         self.poll_interval = poll_interval
-        self.hostname = socket.gethostname()
+        self.hostname = conf.host()
         self.handles: dict[int, RunHandle] = {}
         self.supervisions: set[asyncio.Task] = set()
         self.claimed_count = 0
@@ -103,6 +102,7 @@ class Supervisor:
                 self.concurrency,
             )
             await self.db.call(reconcile.reconcile_dead_workers, self.worker, self.db.contact_since)
+            await self.db.call(reconcile.kill_leftovers, self.worker)
             writing = asyncio.create_task(forever("writer", self.writer.step))
             side = [
                 asyncio.create_task(forever("watcher", self._watch_step)),
@@ -316,7 +316,12 @@ class Supervisor:
         await asyncio.sleep(conf.heartbeat_seconds())
         # Retried at once (backoff from 0.1 s) while the database is away, so the
         # first heartbeat after an outage is not late by a side loop's pause.
-        await self.db.call_until_done(database.heartbeat, self.worker)
+        if not await self.db.call_until_done(database.heartbeat, self.worker) and not self.stopping:
+            # Cut off past dead_after: its runs are lost (maybe retried elsewhere): end them.
+            logger.error("worker declared dead by another worker_id=%s; ending", self.worker.pk)
+            self.exit_status = 1
+            self._handle_stop_signal(signal.SIGTERM)
+            self._handle_stop_signal(signal.SIGTERM)
         await self.db.call(reconcile.reconcile_dead_workers, self.worker, self.db.contact_since)
 
     async def _sample_step(self) -> None:

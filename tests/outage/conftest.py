@@ -51,7 +51,10 @@ def skip_unless_private_cluster_possible() -> None:
 
 
 class PrivateCluster:
-    def __init__(self) -> None:
+    """`listen` adds addresses to 127.0.0.1 and trusts `trusted` networks (tests/hosts/)."""
+
+    def __init__(self, listen: tuple[str, ...] = (), trusted: tuple[str, ...] = ()) -> None:
+        self.listen_addresses = ",".join(("127.0.0.1", *listen))
         self.root = Path(tempfile.mkdtemp(prefix="taskrunner-outage-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
@@ -62,6 +65,9 @@ class PrivateCluster:
             str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
             "--auth=trust", "--no-sync", "-E", "UTF8",
         )  # fmt: skip
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            for network in trusted:
+                hba.write(f"host all all {network} trust\n")
         self.start()
 
     def _as_postgres(self, *argv: str) -> None:
@@ -75,7 +81,7 @@ class PrivateCluster:
 
     def _pg_ctl(self, *args: str) -> None:
         options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            f"-p {self.port} -k {self.root} -c listen_addresses={self.listen_addresses} "
             "-c fsync=off -c max_connections=50"
         )
         self._as_postgres(

@@ -64,6 +64,7 @@ function applyProgress(progress) {
 function applyUsage(run) {
     setText(field("cpu"), formatCpu(run.cpu_percent));
     setText(field("memory"), formatBytes(run.memory_bytes));
+    setText(field("host"), run.host ? run.host : "–");
     setText(field("pid"), run.pid === null || run.pid === undefined ? "–" : String(run.pid));
 }
 
