@@ -42,6 +42,7 @@ from taskrunner.worker.artifacts import ArtifactCollector
 from taskrunner.worker.database import GaveUp, WorkerDatabase
 from taskrunner.worker.handle import RunHandle
 from taskrunner.worker.schedules import ScheduleKeeper
+from taskrunner.worker.stopping import RunsStopping
 from taskrunner.worker.warm import WarmStarts
 from taskrunner.worker.writer import EventWriter
 
@@ -332,39 +333,10 @@ class Supervisor:
 
     async def _shutdown(self) -> None:
         """Stop every child as an abort would, and wait for each run to be recorded."""
-        if not self.handles:
-            return
         reason = f"The worker stopped ({self.stop_signal or 'shutdown'}) before the run finished."
-        logger.info("worker stopping runs=%s", len(self.handles))
-        for handle in list(self.handles.values()):
-            # A run already stopping keeps its reason.
-            await handle.act(handle.execution.stop, StopReason.WORKER, reason)
-        killed = False
-        while self.supervisions:
-            if self.forced and not killed:
-                killed = True
-                for handle in list(self.handles.values()):
-                    await handle.act(handle.execution.kill_now, "Told twice to stop: SIGKILL sent.")
-            if self.db.past_deadline() and all(h.exited for h in self.handles.values()):
-                # Every child is gone; only the database is missing. Do not wait for it.
-                logger.error(
-                    "stopping without recording runs=%s (the database is unavailable)",
-                    sorted(self.handles),
-                )
-                self.exit_status = 1
-                for supervision in list(self.supervisions):
-                    supervision.cancel()
-                await asyncio.gather(*self.supervisions, return_exceptions=True)
-                return
-            self.wake.clear()
-            waiter = asyncio.ensure_future(self.wake.wait())
-            timeout = None
-            if self.db.stop_deadline is not None:
-                timeout = max(0.05, self.db.stop_deadline - time.monotonic())
-            await asyncio.wait(
-                [waiter, *self.supervisions], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            waiter.cancel()
+        stopping = RunsStopping(self.handles, self.supervisions, self.db, self.wake)
+        if not await stopping.stop_all(reason, forced=lambda: self.forced):
+            self.exit_status = 1
 
 
 def own_events(payload: str, handles: dict[int, RunHandle]) -> bool:
