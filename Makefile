@@ -47,9 +47,11 @@ test-postgres: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.features
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench --quick
+	$(BIN)/python -m bench.features --quick
 
 clean:
 	rm -rf $(VENV) var/test*.sqlite3*
