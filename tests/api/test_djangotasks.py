@@ -396,26 +396,23 @@ def test_without_its_warm_process_a_worker_starts_cold_and_leaves_nothing(start_
     wait_for(lambda: gone(zygote), 10)  # the warm process ends with its worker
 
 
-def test_run_after_goes_to_the_run_or_is_refused_without_delayed_runs(start_worker):
-    """Before the delayed runs (the run_after column) are merged, a refusal; after, the run's."""
+def test_run_after_holds_the_run_queued_until_then(start_worker):
+    """A deferred task's run waits for its time while later ones run, then runs."""
     from datetime import timedelta
 
-    from django.tasks.exceptions import InvalidTask
     from django.utils import timezone
 
     from taskrunner.models import Run
     from tests.djangotasks import add
 
     later = timezone.now() + timedelta(hours=1)
-    deferred = add.using(run_after=later)
-    if not any(field.name == "run_after" for field in Run._meta.get_fields()):
-        with pytest.raises(InvalidTask, match="run_after"):
-            deferred.enqueue(1, 2)
-        assert Run.objects.count() == 0
-        return
-    held = deferred.enqueue(1, 2)
+    held = add.using(run_after=later).enqueue(1, 2)
     assert run_of(held).run_after == later
     start_worker()
     # A run enqueued after it, due at once, runs while the deferred one waits.
     assert final_run(add.enqueue(3, 4)).status == "succeeded"
     assert run_of(held).status == "queued"
+    # Its time comes (moved, rather than waited for): the worker starts it.
+    Run.objects.filter(pk=int(held.id)).update(run_after=timezone.now())
+    assert final_run(held).status == "succeeded"
+    assert add.get_result(held.id).return_value == {"sum": 3, "args": [1, 2]}
