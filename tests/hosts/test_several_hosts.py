@@ -21,10 +21,11 @@ STOPPED = {psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP}
 RUNS = WORKER_CONCURRENCY * len(HOST_NAMES)  # fills every host
 
 
-def define(bed, name: str, *argv: str) -> None:
+def define(bed, name: str, *argv: str, options: tuple[str, ...] = ()) -> None:
     bed.site.manage(
-        "taskrunner", "define", name, "--max-concurrent", str(RUNS), "--grace", "1", "--", *argv
-    )
+        "taskrunner", "define", name, "--max-concurrent", str(RUNS), "--grace", "1", *options,
+        "--", *argv,
+    )  # fmt: skip
 
 
 def start(client: httpx.Client, task: str) -> int:
@@ -256,9 +257,21 @@ def test_a_restarted_worker_kills_what_its_crashed_predecessor_left_on_its_host(
         assert api.post(f"/api/runs/{run_id}/abort/").status_code == 202
     wait_statuses(api, ours, {"aborted"})
 
+    # The live hosts' slots are free now: each lost run's successor runs there.
+    successors = [runs(api, [i])[i]["retried_by"] for i in theirs]
+    assert all(successors), "a lost run was not retried"
+    retried = wait_statuses(api, successors, {"running"})
+    assert {run["host"] for run in retried.values()} <= {h.name for h in bed.hosts[:-1]}
+    assert all(run["attempt"] == 2 for run in retried.values())
+    for run_id in successors:
+        assert api.post(f"/api/runs/{run_id}/abort/").status_code == 202
+    wait_statuses(api, successors, {"aborted"})
+
 
 def test_a_host_killed_at_once_has_its_runs_lost_and_no_other_run_touched(bed):
-    define(bed, "forever", *_numbered("--interval", "0.2"))
+    # One retry: a lost run's successor must run on a host that is alive.
+    retry = ("--retries", "1", "--retry-delay", "0.2")
+    define(bed, "forever", *_numbered("--interval", "0.2"), options=retry)
     api = bed.api(bed.nginx.url)
     ids = [start(api, "forever") for _ in range(RUNS)]
     wait_statuses(api, ids, {"running"})
@@ -288,6 +301,16 @@ def test_a_host_killed_at_once_has_its_runs_lost_and_no_other_run_touched(bed):
     for run_id in ours:
         assert api.post(f"/api/runs/{run_id}/abort/").status_code == 202
     wait_statuses(api, ours, {"aborted"})
+
+    # The live hosts' slots are free now: each lost run's successor runs there.
+    successors = [runs(api, [i])[i]["retried_by"] for i in theirs]
+    assert all(successors), "a lost run was not retried"
+    retried = wait_statuses(api, successors, {"running"})
+    assert {run["host"] for run in retried.values()} <= {h.name for h in bed.hosts[:-1]}
+    assert all(run["attempt"] == 2 for run in retried.values())
+    for run_id in successors:
+        assert api.post(f"/api/runs/{run_id}/abort/").status_code == 202
+    wait_statuses(api, successors, {"aborted"})
 
 
 # Silent after start, so a dead worker's closed pipe does not end it.
