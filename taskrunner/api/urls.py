@@ -2,12 +2,13 @@
 
 from django.urls import path, re_path
 
-from taskrunner.api import artifacts, schedules, streams, views
+from taskrunner.api import artifacts, schedules, schema, streams, views
 
 app_name = "taskrunner-api"
 
 urlpatterns = [
     path("", views.api_root, name="root"),
+    path("schema/", schema.api_schema, name="schema"),
     path("tasks/", views.task_list, name="tasks"),
     path("tasks/<slug:name>/", streams.task_detail_or_stream, name="task"),
     path("tasks/<slug:name>/runs/", views.task_runs, name="task-runs"),
