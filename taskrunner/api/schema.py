@@ -85,7 +85,14 @@ def path_param(name: str, schema: dict[str, Any], description: str) -> dict[str,
     }
 
 
+# The contract writes `?task=&status=&limit=&before=`: an empty value is the same as
+# none (as an HTML form sends it), so every query parameter also takes "".
+EMPTY = {"type": "string", "maxLength": 0}
+
+
 def query_param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    if schema.get("type") != "string":
+        schema = {"anyOf": [schema, EMPTY]}
     return {
         "name": name,
         "in": "query",
@@ -284,8 +291,13 @@ SCHEDULE_FIELDS = {
     "overlap": {"type": "string", "enum": ["skip", "queue"]},
 }
 SCHEDULE_BODY = obj(SCHEDULE_FIELDS, required=[], additionalProperties=False)
-INPUT_BODY = obj({"data": {"type": "string"}}, additionalProperties=False)
-EMPTY_BODY = obj({}, required=[], description="Ignored; may be empty.")
+# One line (a final newline is allowed and dropped); no NUL, which no database stores.
+INPUT_BODY = obj(
+    {"data": {"type": "string", "pattern": "^[^\r\n\u0000]*$"}}, additionalProperties=False
+)
+EMPTY_BODY = obj(
+    {}, required=[], additionalProperties=False, description="Nothing, or an empty object."
+)
 
 STORED_EVENT = obj(
     {"seq": ID, "event": {"type": "string"}, "data": {"type": "object"}},
@@ -331,7 +343,6 @@ Event kinds (`event:` field; `data:` is JSON):
 - `progress` (id = seq): `{"seq", "current", "total", "fraction", "message", "ts"}`
 - `status` (id = seq): the Run JSON after a change
 - `message` (id = seq): `{"seq", "name", "data", "ts"}`
-- `artifact` (id = seq): an artifact was kept
 - `pruned` (no id): `{"first_seq"}`, the oldest event still stored
 - `end` (no id): `{"status", "exit_code"}`, then the stream closes
 - `error` (no id): the stream failed; reconnecting resumes it
@@ -343,25 +354,44 @@ then whenever any run is created or changes status or progress. No ids: every
 connection starts from the current state."""
 
 
-def event_stream(description: str) -> dict[str, Any]:
+def sse_event(kinds: list[str], data: dict[str, Any], *, ids: bool) -> dict[str, Any]:
+    """One event of a stream, as OpenAPI 3.1 describes a `text/event-stream` item."""
+    properties: dict[str, Any] = {
+        "event": {"type": "string", "enum": kinds},
+        "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": data},
+    }
+    if ids:
+        properties["id"] = {"type": "string", "pattern": "^[0-9]+$"}
+    return {"type": "object", "properties": properties, "required": ["event", "data"]}
+
+
+RUN_EVENT = sse_event(
+    ["log", "progress", "status", "message", "pruned", "end", "error"], {"type": "object"}, ids=True
+)
+DASHBOARD_EVENT = sse_event(["run", "error"], {"type": "object"}, ids=False)
+
+
+def event_stream(description: str, event: dict[str, Any]) -> dict[str, Any]:
     return {
         "description": description,
         "headers": {
             "Cache-Control": {"schema": {"type": "string", "const": "no-cache"}},
             "X-Accel-Buffering": {"schema": {"type": "string", "const": "no"}},
         },
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"schema": event}},
     }
 
 
 CURSOR_PARAMS = [
-    query_param("after", {"type": "integer", "minimum": 0}, "Events after this seq."),
+    query_param(
+        "after", {"type": "integer", "minimum": 0, "maximum": MAX_ID}, "Events after this seq."
+    ),
     query_param("tail", {"type": "integer", "minimum": 0}, "Start with the last N events."),
     {
         "name": "Last-Event-ID",
         "in": "header",
         "required": False,
-        "schema": {"type": "integer", "minimum": 0},
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
         "description": "Sent by EventSource on reconnect: events after this seq.",
     },
 ]
@@ -429,7 +459,7 @@ PATHS: dict[str, Any] = {
                     "description": "The task (or, asked for, its newest run's events).",
                     "content": {
                         "application/json": {"schema": ref("Task")},
-                        "text/event-stream": {"schema": {"type": "string"}},
+                        "text/event-stream": {"schema": RUN_EVENT},
                     },
                 },
                 "204": {"description": "Streams only: the newest run ended and that was seen."},
@@ -581,7 +611,7 @@ PATHS: dict[str, Any] = {
         "get": operation(
             "The run's events as server-sent events.",
             {
-                "200": event_stream(RUN_STREAM_DESCRIPTION),
+                "200": event_stream(RUN_STREAM_DESCRIPTION, RUN_EVENT),
                 "204": {"description": "The end was already seen: stop reconnecting."},
                 **errors("400", "404", "429"),
             },
@@ -683,7 +713,7 @@ PATHS: dict[str, Any] = {
     "/api/events/": {
         "get": operation(
             "Every run's status and progress changes, for dashboards.",
-            {"200": event_stream(DASHBOARD_DESCRIPTION), **errors("429")},
+            {"200": event_stream(DASHBOARD_DESCRIPTION, DASHBOARD_EVENT), **errors("429")},
             operation_id="dashboardEvents",
         ),
     },

@@ -28,6 +28,7 @@ urlpatterns = [
     path("runs/<int:run_id>/artifacts/<path:name>", artifacts.run_artifact, name="run-artifact"),
     path("events/", streams.dashboard_events, name="events"),
     path("debug/hub/", streams.hub_debug, name="debug-hub"),
-    # Anything else under /api/ is a JSON 404, not Django's HTML page.
-    re_path(r"^(?P<path>.*)$", views.not_found_view, name="not-found"),
+    # Anything else under /api/ is a JSON 404, not Django's HTML page; (?s) so a
+    # path with an encoded newline (%0A) is caught too.
+    re_path(r"^(?P<path>(?s:.*))$", views.not_found_view, name="not-found"),
 ]

@@ -233,3 +233,11 @@ def test_the_validator_catches_a_response_the_schema_does_not_describe(populated
         validator.check("/api/runs/{run_id}/", "get", fake)
     with pytest.raises(AssertionError):
         validator.check("/api/runs/{run_id}/", "get", httpx.Response(418, json={}))
+
+
+def test_a_path_with_an_encoded_newline_is_a_json_404(api, tokens):
+    """Found by Schemathesis: `.` in the catch-all route did not match a newline."""
+    with client(api.url, tokens["alice"]) as alice:
+        response = alice.post("/api/runs/%0A/abort/", json={})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
