@@ -564,7 +564,7 @@ PATHS: dict[str, Any] = {
                     "status",
                     {
                         "type": "string",
-                        "pattern": f"^({'|'.join(STATUSES)})(,({'|'.join(STATUSES)}))*$",
+                        "pattern": f"^(({'|'.join(STATUSES)})(,({'|'.join(STATUSES)}))*)?$",
                     },
                     "One status or several, comma-separated.",
                 ),
