@@ -257,16 +257,6 @@ def test_a_restarted_worker_kills_what_its_crashed_predecessor_left_on_its_host(
         assert api.post(f"/api/runs/{run_id}/abort/").status_code == 202
     wait_statuses(api, ours, {"aborted"})
 
-    # The live hosts' slots are free now: each lost run's successor runs there.
-    successors = [runs(api, [i])[i]["retried_by"] for i in theirs]
-    assert all(successors), "a lost run was not retried"
-    retried = wait_statuses(api, successors, {"running"})
-    assert {run["host"] for run in retried.values()} <= {h.name for h in bed.hosts[:-1]}
-    assert all(run["attempt"] == 2 for run in retried.values())
-    for run_id in successors:
-        assert api.post(f"/api/runs/{run_id}/abort/").status_code == 202
-    wait_statuses(api, successors, {"aborted"})
-
 
 def test_a_host_killed_at_once_has_its_runs_lost_and_no_other_run_touched(bed):
     # One retry: a lost run's successor must run on a host that is alive.
