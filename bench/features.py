@@ -15,6 +15,9 @@ section to bench/RESULTS.md. `make bench` runs it after `python -m bench`.
 - bench.hosts (root: namespaces): control across hosts (p99 <= floor + 10 ms);
   a host lost (<= dead_after + a heartbeat); PostgreSQL restarted during a
   flood (0 lines missing or repeated).
+- bench.load: 100 runs x 200 lines/s across two workers, 200 SSE viewers on one
+  web process, 60 s (log latency p99 <= 100 ms; 0 lines missing or repeated,
+  stored or delivered; web and worker RSS growth <= 100 MB each).
 """
 
 import argparse
@@ -40,6 +43,28 @@ def plans(quick: bool) -> list[tuple[str, list[str], float]]:
         ("artifacts", [py, "-m", "bench.artifacts", "--size-mb", "128" if quick else "1024"], 300),
         ("django tasks (SQLite)", [py, "-m", "bench.djangotasks", "sqlite"], 300),
         ("django tasks (PostgreSQL)", [py, "-m", "bench.djangotasks", "postgres"], 300),
+        (
+            "load (SQLite)",
+            [
+                py,
+                "-m",
+                "bench.load",
+                "sqlite",
+                *(["--runs", "20", "--viewers", "40", "--seconds", "10"] * quick),
+            ],
+            400,
+        ),
+        (
+            "load (PostgreSQL)",
+            [
+                py,
+                "-m",
+                "bench.load",
+                "postgres",
+                *(["--runs", "20", "--viewers", "40", "--seconds", "10"] * quick),
+            ],
+            400,
+        ),
         (
             "several hosts (PostgreSQL)",
             [py, "-m", "bench.hosts", *(["--rounds", "20"] * quick)],

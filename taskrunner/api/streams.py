@@ -163,7 +163,11 @@ def _stream_response_head() -> HttpResponse:
 
 
 def _cursor(request: HttpRequest, last_seq: int) -> tuple[int, bool]:
-    """Where to start: (cursor, explicit) from Last-Event-ID, ?after or ?tail."""
+    """Where to start: (cursor, explicit) from Last-Event-ID, ?after or ?tail.
+
+    A bad `tail` is a 400 even when Last-Event-ID or `after` makes it unused.
+    """
+    tail = _tail(request)
     for name, raw in (
         ("Last-Event-ID", request.headers.get("Last-Event-ID")),
         ("after", request.GET.get("after")),
@@ -177,18 +181,22 @@ def _cursor(request: HttpRequest, last_seq: int) -> tuple[int, bool]:
         if not 0 <= value <= MAX_ID:
             raise invalid(f"{name} must be an event seq.", {name: "must be 0 or more"})
         return value, True
-    raw = request.GET.get("tail")
-    if raw:
-        try:
-            tail = int(raw)
-        except ValueError:
-            raise invalid(
-                "tail must be a number of events.", {"tail": "must be an integer"}
-            ) from None
-        if tail < 0:
-            raise invalid("tail must be a number of events.", {"tail": "must be 0 or more"})
+    if tail is not None:
         return max(0, last_seq - tail), False
     return 0, False
+
+
+def _tail(request: HttpRequest) -> int | None:
+    raw = request.GET.get("tail")
+    if not raw:
+        return None
+    try:
+        tail = int(raw)
+    except ValueError:
+        raise invalid("tail must be a number of events.", {"tail": "must be an integer"}) from None
+    if tail < 0:
+        raise invalid("tail must be a number of events.", {"tail": "must be 0 or more"})
+    return tail
 
 
 async def _run_state(hub: Hub, run_id: int) -> dict[str, Any] | None:

@@ -2,12 +2,13 @@
 
 from django.urls import path, re_path
 
-from taskrunner.api import artifacts, schedules, streams, views
+from taskrunner.api import artifacts, schedules, schema, streams, views
 
 app_name = "taskrunner-api"
 
 urlpatterns = [
     path("", views.api_root, name="root"),
+    path("schema/", schema.api_schema, name="schema"),
     path("tasks/", views.task_list, name="tasks"),
     path("tasks/<slug:name>/", streams.task_detail_or_stream, name="task"),
     path("tasks/<slug:name>/runs/", views.task_runs, name="task-runs"),
@@ -27,6 +28,7 @@ urlpatterns = [
     path("runs/<int:run_id>/artifacts/<path:name>", artifacts.run_artifact, name="run-artifact"),
     path("events/", streams.dashboard_events, name="events"),
     path("debug/hub/", streams.hub_debug, name="debug-hub"),
-    # Anything else under /api/ is a JSON 404, not Django's HTML page.
-    re_path(r"^(?P<path>.*)$", views.not_found_view, name="not-found"),
+    # Anything else under /api/ is a JSON 404, not Django's HTML page; (?s) so a
+    # path with an encoded newline (%0A) is caught too.
+    re_path(r"^(?P<path>(?s:.*))$", views.not_found_view, name="not-found"),
 ]

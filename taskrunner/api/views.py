@@ -208,6 +208,13 @@ def run_list(request: HttpRequest) -> HttpResponse:
     return _json({"runs": [run_json(run) for run in page], "next": next_url})
 
 
+def _no_body(request: HttpRequest) -> None:
+    """Pause, resume and abort take no fields: anything sent is a mistake worth saying."""
+    body = read_json(request)
+    if body:
+        raise invalid("Unknown fields.", {field: "unknown field" for field in sorted(body)})
+
+
 def _control(request: HttpRequest, run_id: int, action: str, data: str = "") -> JsonResponse:
     run = get_run(run_id)
     try:
@@ -226,19 +233,19 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
 
 @api_view({"POST": CONTROL})
 def run_pause(request: HttpRequest, run_id: int) -> HttpResponse:
-    read_json(request)
+    _no_body(request)
     return _control(request, run_id, ActionKind.PAUSE)
 
 
 @api_view({"POST": CONTROL})
 def run_resume(request: HttpRequest, run_id: int) -> HttpResponse:
-    read_json(request)
+    _no_body(request)
     return _control(request, run_id, ActionKind.RESUME)
 
 
 @api_view({"POST": CONTROL})
 def run_abort(request: HttpRequest, run_id: int) -> HttpResponse:
-    read_json(request)
+    _no_body(request)
     return _control(request, run_id, ActionKind.ABORT)
 
 
