@@ -52,23 +52,26 @@ function drawTicks(start) {
     ticks.replaceChildren(...nodes);
 }
 
+// A bar's place on the time axis now; a bar that ended before the window is removed.
+function place(bar, now) {
+    const start = now - span;
+    const begin = Date.parse(bar.dataset.start);
+    const end = bar.dataset.end ? Date.parse(bar.dataset.end) : now;
+    if (end < start) {
+        bar.remove();
+        return;
+    }
+    const x0 = x(begin, start);
+    const x1 = x(end, start);
+    const rect = bar.querySelector("rect");
+    rect.setAttribute("x", x0.toFixed(2));
+    rect.setAttribute("width", Math.max(2, x1 - x0).toFixed(2));
+}
+
 function layout() {
     const now = Date.now();
-    const start = now - span;
-    for (const bar of svg.querySelectorAll(".tr-gantt-bar")) {
-        const begin = Date.parse(bar.dataset.start);
-        const end = bar.dataset.end ? Date.parse(bar.dataset.end) : now;
-        const rect = bar.querySelector("rect");
-        if (end < start) {
-            bar.remove();
-            continue;
-        }
-        const x0 = x(begin, start);
-        const x1 = x(end, start);
-        rect.setAttribute("x", x0.toFixed(2));
-        rect.setAttribute("width", Math.max(2, x1 - x0).toFixed(2));
-    }
-    drawTicks(start);
+    for (const bar of svg.querySelectorAll(".tr-gantt-bar")) place(bar, now);
+    drawTicks(now - span);
 }
 
 function barFor(run) {
@@ -99,17 +102,8 @@ function applyRun(run) {
     const rect = bar.querySelector("rect");
     rect.setAttribute("class", `tr-fill--${run.status}`);
     rect.querySelector("title").textContent = `Run ${run.id} · ${statusLabel(run.status)}`;
-    scheduleLayout();
-}
-
-let queued = false;
-function scheduleLayout() {
-    if (queued) return;
-    queued = true;
-    requestAnimationFrame(() => {
-        queued = false;
-        layout();
-    });
+    // Placed at once: a bar never shows its new status without its geometry.
+    place(bar, Date.now());
 }
 
 new LiveStream({
