@@ -91,6 +91,7 @@ class Supervisor:
         self.applied = controls.RecentlyApplied()
         self.warm = WarmStarts()  # Django tasks' children forked from a warm process
         self.schedules = ScheduleKeeper(self.db, self.wake.set, lambda: self.stopping)
+        self.pruner = pruning.Pruner()  # a thread and a connection of its own
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self._handle_stop_signal, sig)
         try:
@@ -111,7 +112,7 @@ class Supervisor:
                 asyncio.create_task(forever("heartbeat", self._heartbeat_step)),
                 asyncio.create_task(forever("sampler", self._sample_step)),
                 asyncio.create_task(forever("schedules", self.schedules.step)),
-                asyncio.create_task(forever("pruner", lambda: pruning.prune_step(self.db))),
+                asyncio.create_task(forever("pruner", self.pruner.step)),
             ]
             try:
                 await self._main_loop()
@@ -137,6 +138,7 @@ class Supervisor:
             if self.direct is not None:
                 self.direct.close()
             # The database thread may be stuck waiting on the database: never wait for it.
+            self.pruner.close(abandon=bool(self.exit_status))
             await self.db.close(abandon=bool(self.exit_status))
             self.procs.shutdown(wait=True)
             self.collector.close()
