@@ -9,10 +9,13 @@ no test waits for or races it.
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.test import Client
+from django.utils import timezone
 
 from taskrunner import coming as coming_mod
 from taskrunner.coming import coming
 from taskrunner.models import Schedule, Task
+from taskrunner.serializers import iso
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -119,3 +122,63 @@ def test_a_thousand_schedules_give_at_most_the_caps(task):
     # The soonest: 1,000 first times spread over a minute, the first 500 of them.
     assert max(m.at for m in found.marks) <= NOW + timedelta(seconds=31)
     assert all(not m.overdue for m in found.marks)
+
+
+def staff_client(personas) -> Client:
+    client = Client()
+    client.force_login(personas["carol"])
+    return client
+
+
+def test_the_page_draws_the_coming_runs_as_escaped_marks(personas, task):
+    soon = timezone.now() + timedelta(minutes=30)
+    every = schedule(task, soon, every=900)
+    later = task.start({}, run_after=soon + timedelta(seconds=5))
+    client = staff_client(personas)
+
+    html = client.get("/timeline/?window=1h").content.decode()
+    assert f'data-kind="schedule" data-id="{every.pk}" data-at="{iso(soon)}"' in html
+    assert f'data-at="{iso(soon + timedelta(seconds=900))}"' in html
+    assert f'data-kind="run" data-id="{later.pk}" data-at="{iso(later.run_after)}"' in html
+    assert "<b>all</b>" not in html
+    assert f"Export &lt;b&gt;all&lt;/b&gt; · schedule {every.pk}, every 900 s · due " in html
+    assert "Some coming runs are not drawn" in html and "data-coming-note hidden" in html
+    assert 'data-coming-url="/timeline/coming/?window=1h"' in html
+
+    # The 15-minute window ahead holds none of them.
+    narrow = client.get("/timeline/?window=15m").content.decode()
+    assert 'class="tr-coming' not in narrow
+
+    body = client.get("/timeline/coming/?window=1h", headers={"Accept": "application/json"})
+    marks = body.json()["marks"]
+    assert [(m["kind"], m["id"], m["at"]) for m in marks[:3]] == [
+        ("schedule", every.pk, iso(soon)),
+        ("run", later.pk, iso(later.run_after)),
+        ("schedule", every.pk, iso(soon + timedelta(seconds=900))),
+    ]
+    assert marks[0]["task"] == "export" and marks[0]["url"] == "/tasks/export/#schedules"
+    assert marks[1]["url"] == f"/runs/{later.pk}/"
+    assert body.json()["capped"] is False
+    assert client.get("/timeline/coming/?window=15m").json()["marks"] == []
+
+
+def test_a_thousand_schedules_keep_the_page_small(personas, task):
+    soon = timezone.now() + timedelta(minutes=10)
+    Schedule.objects.bulk_create(
+        Schedule(task=task, every=1, next_run_at=soon) for _ in range(1000)
+    )
+    client = staff_client(personas)
+    html = client.get("/timeline/?window=7d").content.decode()
+    assert html.count('class="tr-coming ') == coming_mod.TOTAL
+    assert "data-coming-note>" in html  # shown, not hidden
+    assert len(client.get("/timeline/coming/?window=7d").json()["marks"]) == coming_mod.TOTAL
+
+
+def test_the_coming_runs_are_for_staff_only(personas):
+    for user in (None, personas["dave"]):
+        client = Client()
+        if user is not None:
+            client.force_login(user)
+        response = client.get("/timeline/coming/")
+        assert response.status_code == 302
+        assert response["Location"].startswith("/admin/login/")
