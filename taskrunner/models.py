@@ -607,6 +607,20 @@ def notify(kind: str, run_id: int, detail: str = "") -> None:
         transaction.on_commit(lambda: send_wake(payload))
 
 
+def notify_events(run_ids: list[int]) -> None:
+    """`notify("event", id)` for each run, in one statement on PostgreSQL.
+
+    Nothing on SQLite: readers there notice commits with `data_version`, and
+    workers are not woken by events.
+    """
+    if connection.vendor == "postgresql" and run_ids:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_notify(%s, 'event:' || id) FROM unnest(%s::bigint[]) AS id",
+                [NOTIFY_CHANNEL, list(run_ids)],
+            )
+
+
 class EventChunk(models.Model):
     """Consecutive events of one run: many log lines, or one other event.
 

@@ -100,6 +100,56 @@ def append_events(run_id: int, events: Sequence[tuple]) -> tuple[int, int]:
     return (first, last)
 
 
+def append_many(batches: dict[int, Sequence[tuple]]) -> None:
+    """`append_events` for several runs at once: one UPDATE and one INSERT for all of them.
+
+    The worker stores every run's output of a moment in one transaction; a
+    statement per run made a hundred quiet runs cost a hundred round trips a
+    batch. Raises `Run.DoesNotExist` (storing nothing) when a run is gone.
+    """
+    from taskrunner.models import notify_events
+
+    counts = {run_id: len(events) for run_id, events in batches.items() if events}
+    if not counts:
+        return
+    now = timezone.now()
+    with transaction.atomic(savepoint=False):
+        lasts = _bump_many(counts)
+        rows: list[tuple] = []
+        for run_id, events in batches.items():
+            if events:
+                rows += pack_rows(run_id, lasts[run_id] - len(events) + 1, events, now)
+        _insert_rows(rows)
+        notify_events(list(counts))
+
+
+def _bump_many(counts: dict[int, int]) -> dict[int, int]:
+    """Add each run's count to its counter in one statement; the new values by run."""
+    if len(counts) == 1:
+        ((run_id, count),) = counts.items()
+        return {run_id: _bump_last_seq(run_id, count)}
+    from taskrunner.models import Run
+
+    connection = connections["default"]
+    table = connection.ops.quote_name(Run._meta.db_table)
+    cases = " ".join(["WHEN %s THEN %s"] * len(counts))
+    marks = ", ".join(["%s"] * len(counts))
+    params: list[int] = []
+    for run_id, count in counts.items():
+        params += [run_id, count]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET last_seq = last_seq + CASE id {cases} END "  # noqa: S608
+            f"WHERE id IN ({marks}) RETURNING id, last_seq",
+            [*params, *counts],
+        )
+        lasts = dict(cursor.fetchall())
+    missing = sorted(set(counts) - set(lasts))
+    if missing:
+        raise Run.DoesNotExist(f"No run {missing[0]}.")
+    return lasts
+
+
 def _bump_last_seq(run_id: int, count: int) -> int:
     """Add `count` to the run's counter and return its new value, in one statement."""
     from taskrunner.models import Run
