@@ -68,7 +68,7 @@ def logs(caplog):
     return caplog
 
 
-def test_one_that_dies_at_start_up_is_restarted_ever_later(logs):
+def test_one_that_dies_at_start_up_is_restarted_after_ever_longer_delays(logs):
     async def scenario():
         warm = WarmStarts(argv=DIES, first_delay=0.01, max_delay=0.04)
         try:

@@ -121,6 +121,14 @@ class Zygote:
             raise
         finally:
             theirs.close()
+        try:
+            # Its exit, seen at once even if something else still holds its socket.
+            self.pidfd: int | None = os.pidfd_open(self.proc.pid)
+        except OSError:
+            ours.close()  # EOF: it exits
+            self.proc.kill()
+            self.proc.wait()
+            raise
         self.sock = ours
         self.sock.setblocking(False)
         self.ready = False
@@ -128,8 +136,6 @@ class Zygote:
         self.lost = False
         self.children: dict[int, ForkedPopen] = {}
         self.loop.add_reader(self.sock, self._on_readable)
-        # Its exit, seen at once even if something else still holds its socket.
-        self.pidfd: int | None = os.pidfd_open(self.proc.pid)
         self.loop.add_reader(self.pidfd, self._on_exit)
 
     @property
