@@ -636,6 +636,13 @@ class EventChunk(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["run", "last_seq"], name="event_chunk_run_last_seq")
         ]
+        # Covers the reads' key scans, so a read bounded by bytes never
+        # touches the bodies it does not keep (`taskrunner.events.store`).
+        indexes = [
+            models.Index(
+                fields=["run", "last_seq", "first_seq", "kind", "size"], name="event_chunk_budget"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.run_id}#{self.first_seq}-{self.last_seq} {self.kind}"
