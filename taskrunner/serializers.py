@@ -49,6 +49,7 @@ def run_json(run, *, actions=None) -> dict[str, Any]:
         "status": run.status,
         "params": run.params,
         "attempt": run.attempt,
+        "priority": run.priority,
         "progress": run.progress,
         "result": run.result,
         "error": run.error or None,

@@ -171,6 +171,11 @@ RUN = obj(
         "status": {"type": "string", "enum": STATUSES},
         "params": {"type": "object"},
         "attempt": {"type": "integer", "minimum": 1},
+        "priority": {
+            **INTEGER,
+            "description": "Queued runs are claimed highest first, then oldest; 0 unless a "
+            "Django task's `priority` (-100 to 100) set it.",
+        },
         "progress": nullable(ref("Progress")),
         "result": ANY,
         "error": nullable(STRING),
