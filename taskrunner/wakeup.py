@@ -164,8 +164,9 @@ class DatabaseWaker:
         try:
             async for note in self._pg.notifies(timeout=timeout, stop_after=1):
                 seen.add(note.payload)
-            # Take whatever else has already arrived, without waiting again.
-            async for note in self._pg.notifies(timeout=0.0005):
+            # Take whatever else has already arrived, without waiting again
+            # (timeout 0: psycopg reads the socket once).
+            async for note in self._pg.notifies(timeout=0):
                 seen.add(note.payload)
         except psycopg.Error as exc:
             # The server restarted or went away: reconnect (and LISTEN again)

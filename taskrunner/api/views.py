@@ -226,7 +226,7 @@ def _control(request: HttpRequest, run_id: int, action: str, data: str = "") -> 
     if run is None:
         raise not_found(f"No run with id {run_id}.")
     try:
-        run.request(action, user=request.user, via=Via.API, data=data)
+        run.request(action, user=request.user, via=Via.API, data=data, fresh=True)
     except ActionNotAllowed as exc:
         raise conflict(str(exc)) from None
     return _accepted(get_run(run_id))
