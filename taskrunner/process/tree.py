@@ -42,13 +42,28 @@ def _has_key(proc: psutil.Process, key: str) -> bool:
         return False
 
 
-def find_by_key(key: str) -> list[psutil.Process]:
-    """Processes whose environment carries this run's key (zombies excluded)."""
+# Create times are read in clock ticks: a descendant may look this much older.
+CREATE_TIME_SLACK = 0.1
+
+
+def find_by_key(key: str, since: float | None = None) -> list[psutil.Process]:
+    """Processes whose environment carries this run's key (zombies excluded).
+
+    `since`: the run's leader's create time. Only its descendants carry the
+    key, and none is older than it, so older processes (the machine's own
+    services) are passed over without reading their environment: a read of
+    every process's environment took milliseconds, in the way of the next
+    pause or abort.
+    """
     if not key:
         return []
+    oldest = since - CREATE_TIME_SLACK if since is not None else None
     found = []
-    for proc in psutil.process_iter():
+    for proc in psutil.process_iter(["create_time"]):
         if proc.pid == os.getpid():
+            continue
+        created = proc.info["create_time"]
+        if oldest is not None and created is not None and created < oldest:
             continue
         if _has_key(proc, key):
             found.append(proc)
@@ -94,6 +109,8 @@ class ProcessTree:
                 self.leader = leader
         except psutil.Error:
             pass
+        # The oldest a process carrying the key can be (None: look at all).
+        self.since = create_time
         # Processes seen once as part of the run; psutil objects keep identity.
         self.known: dict[int, psutil.Process] = {}
         # The worker walks a tree from more than one thread (pausing, sampling).
@@ -140,7 +157,7 @@ class ProcessTree:
                         self.known[child.pid] = child
                         frontier.append(child.pid)
         if scan_environment:
-            for proc in find_by_key(self.key):
+            for proc in find_by_key(self.key, self.since):
                 self.known.setdefault(proc.pid, proc)
         alive = []
         for pid, proc in list(self.known.items()):
