@@ -25,6 +25,8 @@ thread's database connection is kept for the next request when
 `CONN_MAX_AGE` allows (SQLite; PostgreSQL has its connection pool).
 """
 
+import asyncio
+import contextvars
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from inspect import iscoroutinefunction
@@ -76,6 +78,15 @@ class OneHopASGIHandler(ASGIHandler):
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        # In a context of its own: a server may start a keep-alive connection's
+        # next request from inside the previous one's task (uvicorn does, when
+        # the request is already there), whose context still names that
+        # request's thread; asgiref refuses a pooled thread's context once it
+        # has exited, and a shared one would mix two requests on one thread.
+        task = asyncio.create_task(self._call(scope, receive, send), context=contextvars.Context())
+        await task
+
+    async def _call(self, scope, receive, send) -> None:
         path = scope["path"].removeprefix(scope.get("root_path", "")) or "/"
         scope[ASYNC_VIEW] = _view_is_async(path)
         if scope[ASYNC_VIEW]:

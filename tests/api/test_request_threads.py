@@ -61,3 +61,28 @@ def test_requests_after_a_stream_still_answer(api, tokens, make_task):
                     assert http.get(f"/api/runs/{run.pk}/").status_code == 200
             for _ in range(IDLE_THREADS + 4):
                 assert http.get(f"/api/runs/{run.pk}/").status_code == 200
+
+
+def test_pipelined_requests_on_one_connection_each_get_their_answer(api, tokens, make_task):
+    """uvicorn starts a pipelined request from inside the previous request's task:
+    each must still run in a context (and on a thread) of its own."""
+    import socket
+
+    run = make_task("pipelined", ["true"]).start({})
+    paths = ["/api/tasks/nope/", f"/api/runs/{run.pk}/", "/api/", "/api/tasks/nope/"] * 5
+    head = f"Host: 127.0.0.1:{api.port}\r\nAuthorization: Bearer {tokens['bob']}\r\n"
+    requests = "".join(f"GET {path} HTTP/1.1\r\n{head}\r\n" for path in paths)
+    with socket.create_connection(("127.0.0.1", api.port), timeout=20) as sock:
+        sock.sendall(requests.encode())  # all at once: the server reads them together
+        with sock.makefile("rb") as answers:
+            statuses = []
+            for _ in paths:
+                status = int(answers.readline().split()[1])
+                length = 0
+                while (line := answers.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.decode().partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                answers.read(length)
+                statuses.append(status)
+    assert statuses == [404, 200, 200, 404] * 5
