@@ -149,6 +149,8 @@ _db = DATABASES["default"]
 if "ENGINE" not in _db:
     raise ImproperlyConfigured("DATABASE_URL must name a sqlite:// or postgres:// database.")
 if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # Django's backend, with a finer wait for the write lock (its docstring).
+    _db["ENGINE"] = "taskrunner.db.sqlite3"
     VAR_DIR.mkdir(exist_ok=True)
     # WAL lets the web processes read while the supervisor writes; IMMEDIATE
     # transactions wait for the write lock (busy timeout) instead of failing
@@ -160,6 +162,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         **_db.get("OPTIONS", {}),
     }
+    # A web request's thread is pooled (backoffice.handler): its connection
+    # is kept for the next request instead of opened each time (0.5 ms).
+    _db["CONN_MAX_AGE"] = env.int("SQLITE_CONN_MAX_AGE", default=60)
     # Tests start real workers and servers in other processes: they need a
     # file, one per test session so that concurrent sessions never share it.
     _db["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}

@@ -66,36 +66,46 @@ class Tally:
         }
 
 
+# A log event of the rate child, as the server frames it (taskrunner.events.payloads).
+LOG_EVENT = re.compile(
+    rb'event: log\ndata: \{"seq": (\d+), "stream": "[a-z]+", "line": "line (\d+) at ([0-9.]+) '
+)
+ERROR_EVENT = re.compile(rb"event: error\ndata: ([^\n]*)")
+
+
 async def watch(client: httpx.AsyncClient, run_id: int, tally: Tally, connected: asyncio.Event):
-    """Read the run's SSE stream until its `end` event, tallying every log line."""
+    """Read the run's SSE stream until its `end` event, tallying every log line.
+
+    The stream is cut into blocks of whole events and read with one regular
+    expression a block: 200 viewers of 20,000 lines a second must not make the
+    measuring process the slowest part (httpx's line iterator and a JSON parse
+    an event took more CPU than the server spent sending them).
+    """
     try:
         async with client.stream("GET", f"/api/runs/{run_id}/events/") as response:
             if response.status_code != 200:
                 tally.errors.append(f"status {response.status_code}")
                 return
             connected.set()
-            kind, data = None, []
-            async for line in response.aiter_lines():
-                if line:
-                    name, _, value = line.partition(":")
-                    if name == "event":
-                        kind = value.strip()
-                    elif name == "data":
-                        data.append(value.removeprefix(" "))
+            pending = b""
+            async for data in response.aiter_bytes():
+                pending += data
+                cut = pending.rfind(b"\n\n")
+                if cut < 0:
                     continue
-                if kind == "log":
-                    payload = json.loads("\n".join(data))
-                    match = LINE.match(payload["line"])
-                    if match:
-                        tally.latencies.append(time.time() - float(match.group(2)))
-                        tally.numbers.append(int(match.group(1)))
-                        tally.seqs.append(payload["seq"])
-                elif kind == "end":
+                block, pending = pending[: cut + 2], pending[cut + 2 :]
+                now = time.time()
+                for seq, number, printed in LOG_EVENT.findall(block):
+                    tally.latencies.append(now - float(printed))
+                    tally.numbers.append(int(number))
+                    tally.seqs.append(int(seq))
+                if b"event: error\n" in block:
+                    tally.errors += [
+                        "error event: " + m.decode() for m in ERROR_EVENT.findall(block)
+                    ]
+                if b"event: end\n" in block:
                     tally.ended = True
                     return
-                elif kind == "error":
-                    tally.errors.append("error event: " + "\n".join(data))
-                kind, data = None, []
     except httpx.HTTPError as exc:
         tally.errors.append(f"{type(exc).__name__}: {exc}")
     finally:

@@ -43,6 +43,9 @@ def server_env(database_url: str) -> dict[str, str]:
         # per-user cap (100), which would answer the rest 429.
         TASKRUNNER_SSE_MAX_STREAMS_PER_USER="5000",
         TASKRUNNER_SSE_MAX_STREAMS_PER_PROCESS="5000",
+        # The memory figure prints 1 GB and reads every line of it: above the
+        # default per-run cap (256 MiB), the oldest would be pruned meanwhile.
+        TASKRUNNER_MAX_LOG_BYTES=str(4 * 2**30),
     )
     return env
 

@@ -207,7 +207,7 @@ class Task(models.Model):
         values = self.resolve_params(given_params)
         with transaction.atomic():
             run = Run.objects.create(task=self, params=values, requested_by=user, **run_fields)
-            RunAction.objects.create(
+            started = RunAction.objects.create(
                 run=run,
                 action=ActionKind.START,
                 user=user,
@@ -215,7 +215,8 @@ class Task(models.Model):
                 via=via,
                 applied_at=run.created_at,
             )
-            run.record_status_event()
+            # A new run: its one action is known, and it has no artifacts yet.
+            run.record_status_event(actions=[started], artifacts=[])
             notify("run", run.pk)
         return run
 
@@ -462,21 +463,30 @@ class Run(models.Model):
 
     # --- events -----------------------------------------------------------
 
-    def record_status_event(self) -> int:
-        """Append a `status` event holding this run's JSON as it is now; its seq."""
+    def record_status_event(self, *, actions=None, artifacts=None) -> int:
+        """Append a `status` event holding this run's JSON as it is now; its seq.
+
+        `actions` and `artifacts`, when the caller knows them, spare their queries.
+        """
         from taskrunner.serializers import run_json
 
-        return append_events(self.pk, [(EventKind.STATUS, "", "", run_json(self))])[0]
+        data = run_json(self, actions=actions, artifacts=artifacts)
+        return append_events(self.pk, [(EventKind.STATUS, "", "", data)])[0]
 
     # --- control requests (any process) -----------------------------------
 
-    def request(self, action: str, *, user=None, via: str = Via.API, data: str = "") -> "RunAction":
+    def request(
+        self, action: str, *, user=None, via: str = Via.API, data: str = "", fresh: bool = False
+    ) -> "RunAction":
         """Record a pause, resume, abort or input request for the owning worker.
 
         Raises ActionNotAllowed when the run's state does not allow it. Aborting
-        a queued run finalises it here, without a worker.
+        a queued run finalises it here, without a worker. `fresh`: the caller
+        has just read the run, so its status is not read again (a control
+        request's path to the worker is a query shorter).
         """
-        self.refresh_from_db(fields=["status"])
+        if not fresh:
+            self.refresh_from_db(fields=["status"])
         data = data.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
         allowed = {
             ActionKind.PAUSE: {RunStatus.RUNNING},
@@ -610,6 +620,20 @@ def notify(kind: str, run_id: int, detail: str = "") -> None:
         transaction.on_commit(lambda: send_wake(payload))
 
 
+def notify_events(run_ids: list[int]) -> None:
+    """`notify("event", id)` for each run, in one statement on PostgreSQL.
+
+    Nothing on SQLite: readers there notice commits with `data_version`, and
+    workers are not woken by events.
+    """
+    if connection.vendor == "postgresql" and run_ids:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_notify(%s, 'event:' || id) FROM unnest(%s::bigint[]) AS id",
+                [NOTIFY_CHANNEL, list(run_ids)],
+            )
+
+
 class EventChunk(models.Model):
     """Consecutive events of one run: many log lines, or one other event.
 
@@ -638,6 +662,13 @@ class EventChunk(models.Model):
         ordering = ["run", "last_seq"]
         constraints = [
             models.UniqueConstraint(fields=["run", "last_seq"], name="event_chunk_run_last_seq")
+        ]
+        # Covers the reads' key scans, so a read bounded by bytes never
+        # touches the bodies it does not keep (`taskrunner.events.store`).
+        indexes = [
+            models.Index(
+                fields=["run", "last_seq", "first_seq", "kind", "size"], name="event_chunk_budget"
+            )
         ]
 
     def __str__(self) -> str:

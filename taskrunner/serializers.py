@@ -36,19 +36,22 @@ def artifact_json(artifact) -> dict[str, Any]:
     }
 
 
-def run_json(run, *, actions=None) -> dict[str, Any]:
-    """The Run resource; `actions` may be given to avoid a query per run.
+def run_json(run, *, actions=None, artifacts=None) -> dict[str, Any]:
+    """The Run resource; `actions` and `artifacts` may be given to avoid their queries.
 
     Prefetch `actions` and `artifacts` when serialising many runs.
     """
     if actions is None:
         actions = list(run.actions.all())
+    if artifacts is None:
+        artifacts = run.artifacts.all()
     return {
         "id": run.pk,
         "task": run.task.name,
         "status": run.status,
         "params": run.params,
         "attempt": run.attempt,
+        "priority": run.priority,
         "progress": run.progress,
         "result": run.result,
         "error": run.error or None,
@@ -63,7 +66,7 @@ def run_json(run, *, actions=None) -> dict[str, Any]:
         "memory_bytes": run.memory_bytes,
         "last_seq": run.last_seq,
         "actions": [action_json(a) for a in actions],
-        "artifacts": [artifact_json(a) for a in run.artifacts.all()],
+        "artifacts": [artifact_json(a) for a in artifacts],
         "run_after": iso(run.run_after),
         "retry_of": run.retry_of_id,
         "retried_by": run.retried_by_id,

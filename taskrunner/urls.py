@@ -23,4 +23,5 @@ urlpatterns = [
         name="schedule-change",
     ),
     path("timeline/", views.timeline, name="timeline"),
+    path("timeline/coming/", views.timeline_coming, name="timeline-coming"),
 ]

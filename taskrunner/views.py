@@ -25,6 +25,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
+from taskrunner import coming as coming_mod
 from taskrunner.models import (
     FINAL_STATUSES,
     ActionNotAllowed,
@@ -250,35 +251,66 @@ def render_task_page(request: HttpRequest, task: Task, http_status: int = 200, *
     )
 
 
-@require_GET
-@staff_member_required
-def timeline(request: HttpRequest) -> HttpResponse:
+def _timeline_window(request: HttpRequest) -> tuple[str, int]:
+    """The `?window=` key of the timeline and its seconds (the default when unknown)."""
     choices = {key: seconds for key, _, seconds in TIMELINE_WINDOWS}
     window = request.GET.get("window") or DEFAULT_WINDOW
     if window not in choices:
         window = DEFAULT_WINDOW
-    span = choices[window]
-    end = timezone.now()
-    start = end - timedelta(seconds=span)
+    return window, choices[window]
+
+
+@require_GET
+@staff_member_required
+def timeline(request: HttpRequest) -> HttpResponse:
+    """The runs of the window behind now, and the coming runs of as long a window ahead."""
+    window, span = _timeline_window(request)
+    now = timezone.now()
+    start, end = now - timedelta(seconds=span), now + timedelta(seconds=span)
     # The newest runs of the window (a week of a busy task could be thousands).
     runs = list(
-        Run.objects.filter(created_at__lt=end)
+        Run.objects.filter(created_at__lt=now)
         .exclude(finished_at__lt=start)
         .select_related("task")
         .order_by("-id")[:TIMELINE_MAX_RUNS]
     )
     runs.reverse()
+    ahead = coming_mod.coming(now, end)
     return render(
         request,
         "taskrunner/timeline.html",
         _context(
             request,
             "Timeline",
-            gantt=gantt(runs, list(Task.objects.all()), start, end),
+            gantt=gantt(runs, list(Task.objects.all()), start, end, now=now, coming=ahead.marks),
+            coming=ahead,
+            per_schedule=coming_mod.PER_SCHEDULE,
+            coming_total=coming_mod.TOTAL,
             window=window,
             windows=TIMELINE_WINDOWS,
             span=span,
         ),
+    )
+
+
+@require_GET
+@staff_member_required
+def timeline_coming(request: HttpRequest) -> JsonResponse:
+    """The timeline's coming runs as JSON, for its script to redraw them.
+
+    The page asks again when the live feed shows a new run, when a drawn time
+    has passed, when the feed reconnects, and every few minutes (see
+    `taskrunner.coming` for why each).
+    """
+    _, span = _timeline_window(request)
+    now = timezone.now()
+    ahead = coming_mod.coming(now, now + timedelta(seconds=span))
+    return JsonResponse(
+        {
+            "now": iso(now),
+            "marks": [coming_mod.as_json(mark) for mark in ahead.marks],
+            "capped": ahead.capped,
+        }
     )
 
 
@@ -433,19 +465,36 @@ def duration_chart(runs: list[Run]) -> dict[str, Any] | None:
 
 
 GANTT_W, GANTT_LABEL, GANTT_ROW, GANTT_AXIS = 1240, 190, 30, 26
+GANTT_TICKS = 8  # intervals of the time axis
+COMING_W = 6  # width of a coming run's mark
 
 
-def gantt(runs: list[Run], tasks: list[Task], start, end) -> dict[str, Any]:
+def gantt(
+    runs: list[Run],
+    tasks: list[Task],
+    start,
+    end,
+    *,
+    now=None,
+    coming: list[coming_mod.Mark] | None = None,
+) -> dict[str, Any]:
     """Geometry of the timeline: a row per task, a bar per run, an axis of times.
 
-    The page's script redraws the same geometry as time passes, from the
-    `data-start`/`data-end` of each bar, so the server and the JS agree.
+    The axis runs from `start` to `end`; `now` (default: `end`) is where
+    running bars end, and the `coming` runs (`taskrunner.coming`) are marks
+    after it, an overdue one at it. The page's script redraws the same
+    geometry as time passes, from the `data-start`/`data-end` of each bar
+    and the `data-at` of each mark, so the server and the JS agree.
     """
+    now = now or end
     span = (end - start).total_seconds()
     plot_w = GANTT_W - GANTT_LABEL - 24
     by_task: dict[int, list[Run]] = {}
     for run in runs:
         by_task.setdefault(run.task_id, []).append(run)
+    marks_by_task: dict[int, list[coming_mod.Mark]] = {}
+    for mark in coming or []:
+        marks_by_task.setdefault(mark.task.pk, []).append(mark)
 
     def x_of(moment) -> float:
         offset = (moment - start).total_seconds() / span
@@ -459,7 +508,7 @@ def gantt(runs: list[Run], tasks: list[Task], start, end) -> dict[str, Any]:
             begin = run.started_at or run.created_at
             finish = run.finished_at
             x0 = x_of(begin)
-            x1 = x_of(finish or end)
+            x1 = x_of(finish or now)
             bars.append(
                 {
                     "run": run,
@@ -467,10 +516,14 @@ def gantt(runs: list[Run], tasks: list[Task], start, end) -> dict[str, Any]:
                     "width": round(max(2.0, x1 - x0), 2),
                     "start": iso(begin),
                     "end": iso(finish) if finish else "",
-                    "duration": format_seconds(((finish or end) - begin).total_seconds()),
+                    "duration": format_seconds(((finish or now) - begin).total_seconds()),
                     "url": reverse("taskrunner:run", args=[run.pk]),
                 }
             )
+        marks = [
+            dict(coming_mod.as_json(mark), x=round(x_of(max(mark.at, now)) - COMING_W / 2, 2))
+            for mark in marks_by_task.get(task.pk, [])
+        ]
         rows.append(
             {
                 "task": task,
@@ -478,13 +531,13 @@ def gantt(runs: list[Run], tasks: list[Task], start, end) -> dict[str, Any]:
                 "bar_y": y + 6,
                 "text_y": y + GANTT_ROW / 2 + 4,
                 "bars": bars,
+                "marks": marks,
                 "url": reverse("taskrunner:task", args=[task.name]),
             }
         )
     ticks = []
-    count = 6
-    for i in range(count + 1):
-        moment = start + (end - start) * (i / count)
+    for i in range(GANTT_TICKS + 1):
+        moment = start + (end - start) * (i / GANTT_TICKS)
         ticks.append(
             {
                 "x": x_of(moment),
@@ -494,17 +547,23 @@ def gantt(runs: list[Run], tasks: list[Task], start, end) -> dict[str, Any]:
             }
         )
     height = GANTT_AXIS + max(1, len(tasks)) * GANTT_ROW + 6
+    now_x = x_of(now)
     return {
         "width": GANTT_W,
         "height": height,
         "label_w": GANTT_LABEL,
         "plot_right": GANTT_LABEL + plot_w,
+        "now_x": now_x,
+        "ahead_w": round(GANTT_LABEL + plot_w - now_x, 2),
+        "plot_h": height - 6 - (GANTT_AXIS - 8),
         "axis_y": GANTT_AXIS - 8,
         "row_h": GANTT_ROW,
         "bar_h": GANTT_ROW - 12,
+        "mark_w": COMING_W,
         "rows": rows,
         "ticks": ticks,
         "start": iso(start),
         "end": iso(end),
+        "now": iso(now),
         "grid_bottom": height - 6,
     }

@@ -71,3 +71,33 @@ def test_pruning_deletes_the_oldest_log_chunks_and_keeps_seqs_and_statuses(run):
     assert [e.seq for e in left[1:]] == list(range(702, 1002))
     assert left[1].text == "7-0"
     assert store.prune_log(run.pk, keep_bytes=10 * size) == (0, 0)
+
+
+def test_each_line_keeps_its_own_time_and_older_per_line_chunks_still_read(run):
+    """Times are stored as steps; a chunk holding one offset per line (written
+    by the first chunked release) reads the same."""
+    from datetime import timedelta
+
+    from taskrunner.events import store
+    from taskrunner.models import EventChunk, append_events
+
+    base = run.created_at.replace(microsecond=0)
+    offsets_ms = [0, 0, 3, 3, 3, 7, 2, 2]  # a step back too: stamps are the worker's reads
+    events = [
+        ("log", "stdout", f"t{i}", None, base + timedelta(milliseconds=ms))
+        for i, ms in enumerate(offsets_ms)
+    ]
+    first, _ = append_events(run.pk, events)
+    chunk = EventChunk.objects.get(run=run, first_seq=first)
+    assert "[[2,3],[5,7],[6,2]]" in chunk.body
+    got = store.read_after(run.pk, first - 1, max_events=100, max_bytes=1 << 20)
+    assert [e.ts - base for e in got] == [timedelta(milliseconds=ms) for ms in offsets_ms]
+
+    assert chunk.body.startswith('["o",')  # one stream letter for all lines
+
+    # The older layout: a stream letter and an offset per line.
+    per_line = chunk.body.replace("[[2,3],[5,7],[6,2]]", "[0,0,3,3,3,7,2,2]")
+    per_line = per_line.replace('["o",', '["oooooooo",', 1)
+    EventChunk.objects.filter(pk=chunk.pk).update(body=per_line, size=len(per_line))
+    again = store.read_after(run.pk, first - 1, max_events=100, max_bytes=1 << 20)
+    assert [(e.seq, e.text, e.ts) for e in again] == [(e.seq, e.text, e.ts) for e in got]

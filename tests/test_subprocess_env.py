@@ -33,7 +33,8 @@ def test_the_url_keeps_user_password_host_port_and_name():
 def test_subprocess_env_names_the_test_database(db):
     parsed = environ.Env.db_url_config(subprocess_env()["DATABASE_URL"])
     settings = connection.settings_dict
-    assert parsed["ENGINE"] == settings["ENGINE"]
+    # The settings may swap in a subclass of Django's backend (taskrunner.db.sqlite3).
+    assert parsed["ENGINE"].rsplit(".", 1)[1] == settings["ENGINE"].rsplit(".", 1)[1]
     for key in ("NAME", "USER", "PASSWORD", "HOST"):
         assert str(parsed[key] or "") == str(settings[key] or ""), key
     assert str(parsed["PORT"] or "") == str(settings["PORT"] or "")

@@ -145,6 +145,10 @@ def test_a_double_forked_daemon_is_found_by_its_key_and_killed():
         await until(lambda: lines.texts("daemon"))
         daemons = [p for p in find_by_key(proc.key) if p.ppid() != proc.pid and p.pid != proc.pid]
         assert daemons, "the daemon should have left the tree"
+        # Only processes no older than the leader are read: the daemon is one of
+        # them, and a scan from a later time passes it over.
+        assert daemons[0] in find_by_key(proc.key, proc.tree.since)
+        assert daemons[0] not in find_by_key(proc.key, daemons[0].create_time() + 60)
         assert daemons[0] not in proc.tree.refresh()  # not a descendant any more
         proc.kill()
         await proc.finish()

@@ -171,6 +171,11 @@ RUN = obj(
         "status": {"type": "string", "enum": STATUSES},
         "params": {"type": "object"},
         "attempt": {"type": "integer", "minimum": 1},
+        "priority": {
+            **INTEGER,
+            "description": "Queued runs are claimed highest first, then oldest; 0 unless a "
+            "Django task's `priority` (-100 to 100) set it.",
+        },
         "progress": nullable(ref("Progress")),
         "result": ANY,
         "error": nullable(STRING),
@@ -264,12 +269,20 @@ ERROR = obj(
     "(a bad parameter is named `params.NAME`).",
 )
 
+# No string sent may hold a NUL (no database stores one): a 400 names the field.
+NO_NUL = "^[^\u0000]*$"
 PARAM_VALUES = {
     "type": "object",
     "description": "Values of the task's declared parameters; defaults fill the rest.",
-    "additionalProperties": {"type": ["string", "integer", "number", "boolean"]},
+    "propertyNames": {"pattern": NO_NUL},
+    "additionalProperties": {
+        "anyOf": [
+            {"type": "string", "pattern": NO_NUL},
+            {"type": ["integer", "number", "boolean"]},
+        ]
+    },
 }
-RUN_AFTER = nullable({"type": "string", "format": "date-time"})
+RUN_AFTER = nullable({"type": "string", "format": "date-time", "pattern": NO_NUL})
 
 START_BODY = obj(
     {"params": PARAM_VALUES, "run_after": RUN_AFTER}, required=[], additionalProperties=False
@@ -283,9 +296,11 @@ TASK_ACTION_BODY = obj(
     required=["action"],
 )
 SCHEDULE_FIELDS = {
-    "cron": nullable({"type": "string", "description": "Five cron fields or @daily etc."}),
+    "cron": nullable(
+        {"type": "string", "pattern": NO_NUL, "description": "Five cron fields or @daily etc."}
+    ),
     "every": nullable({"type": "integer", "minimum": 1, "description": "Seconds."}),
-    "timezone": {"type": "string", "description": "An IANA time zone name."},
+    "timezone": {"type": "string", "pattern": NO_NUL, "description": "An IANA time zone name."},
     "params": PARAM_VALUES,
     "enabled": {"type": "boolean"},
     "overlap": {"type": "string", "enum": ["skip", "queue"]},

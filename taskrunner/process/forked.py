@@ -15,6 +15,10 @@ run exactly as it owns a cold child:
 - Exit is seen through the pidfd, as for a cold child; the exit status comes
   from the warm process. If the warm process is gone, the status is unknown
   and reported as 255.
+- The warm process is lost when it exits (seen at once through its own pidfd,
+  or as the end of its socket), or when it fails to answer a fork or take a
+  message. A lost one is killed if it still runs and reaped, and its owner is
+  told (`on_lost`) so it can start another.
 
 Pause, resume, abort and the tree walk act on the child's pid and group as
 for any run. One difference: a forked child's /proc/PID/environ is the warm
@@ -34,6 +38,7 @@ import select
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from typing import Any
 
 from taskrunner.process.supervised import SupervisedProcess
@@ -90,23 +95,52 @@ class ForkedPopen:
 class Zygote:
     """The worker's side of its warm process: start it, ask it to fork, hear of exits."""
 
-    def __init__(self, argv: list[str], *, env: dict[str, str], cwd: str | None):
+    def __init__(
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str],
+        cwd: str | None,
+        on_ready: Callable[["Zygote"], None] | None = None,
+        on_lost: Callable[["Zygote"], None] | None = None,
+    ):
         self.loop = asyncio.get_running_loop()
+        self.on_ready = on_ready
+        self.on_lost = on_lost
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.proc = subprocess.Popen(
-            [*argv, str(theirs.fileno())],
-            env=env,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            pass_fds=[theirs.fileno()],
-        )
-        theirs.close()
+        try:
+            self.proc = subprocess.Popen(
+                [*argv, str(theirs.fileno())],
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                pass_fds=[theirs.fileno()],
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        try:
+            # Its exit, seen at once even if something else still holds its socket.
+            self.pidfd: int | None = os.pidfd_open(self.proc.pid)
+        except OSError:
+            ours.close()  # EOF: it exits
+            self.proc.kill()
+            self.proc.wait()
+            raise
         self.sock = ours
         self.sock.setblocking(False)
         self.ready = False
+        self.ready_at: float | None = None  # loop.time() when it said it was ready
         self.lost = False
         self.children: dict[int, ForkedPopen] = {}
         self.loop.add_reader(self.sock, self._on_readable)
+        self.loop.add_reader(self.pidfd, self._on_exit)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
 
     @property
     def available(self) -> bool:
@@ -126,10 +160,28 @@ class Zygote:
                 return
             self._dispatch(message)
 
+    def _on_exit(self) -> None:
+        """Its pidfd is readable: it has exited. Reap it."""
+        self._forget_pidfd()
+        returncode = self.proc.poll()
+        if self.lost:  # its socket's end came first: say how it ended
+            logger.info("warm process exited pid=%s returncode=%s", self.proc.pid, returncode)
+        else:
+            self._lose(f"it exited returncode={returncode}")
+
+    def _forget_pidfd(self) -> None:
+        if self.pidfd is not None:
+            self.loop.remove_reader(self.pidfd)
+            os.close(self.pidfd)
+            self.pidfd = None
+
     def _dispatch(self, message: dict) -> Any:
         if "ready" in message:
             self.ready = True
+            self.ready_at = self.loop.time()
             logger.info("warm process ready pid=%s seconds=%s", self.proc.pid, message["ready"])
+            if self.on_ready is not None:
+                self.on_ready(self)
         elif "exit" in message:
             child = self.children.pop(message["exit"], None)
             if child is not None:
@@ -137,14 +189,24 @@ class Zygote:
         return message
 
     def _lose(self, why: str) -> None:
+        """It can no longer fork: later runs start cold; one that still runs is killed."""
         if self.lost:
             return
         self.lost = True
         logger.warning("warm process lost pid=%s why=%s; starting cold", self.proc.pid, why)
         self.loop.remove_reader(self.sock)
+        self.sock.close()
         for child in self.children.values():
             child.reported.set()  # the status is unknown now
         self.children.clear()
+        if self.proc.returncode is None:
+            # Hung, or its socket broken: of no more use. Not yet reaped (its
+            # pidfd reader does that), so the pid is still its own.
+            self.proc.kill()
+        if self.proc.returncode is not None:
+            self._on_exit()  # reaped already (by kill's own poll): say how it ended
+        if self.on_lost is not None:
+            self.on_lost(self)
 
     def fork(self, request: dict) -> ForkedPopen:
         """Ask for a forked child; ZygoteUnavailable if the warm process cannot give one."""
@@ -155,7 +217,11 @@ class Zygote:
         stderr_r, stderr_w = os.pipe()
         theirs, ours = [stdin_r, stdout_w, stderr_w], [stdin_w, stdout_r, stderr_r]
         try:
-            send_message(self.sock, {"fork": request}, theirs)
+            try:
+                send_message(self.sock, {"fork": request}, theirs)
+            except OSError as exc:
+                self._lose(f"write failed: {exc}")
+                raise ZygoteUnavailable(str(exc)) from exc
             pid = self._await_forked()
         except BaseException:
             for fd in ours:
@@ -205,9 +271,10 @@ class Zygote:
     def close(self, timeout: float = 5.0) -> None:
         """End the warm process (its forked runs are the worker's to end, not its)."""
         if not self.lost:
+            self.lost = True
             self.loop.remove_reader(self.sock)
-        self.lost = True
-        self.sock.close()  # EOF: the warm process exits
+            self.sock.close()  # EOF: the warm process exits
+        self._forget_pidfd()
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

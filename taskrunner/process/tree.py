@@ -42,17 +42,57 @@ def _has_key(proc: psutil.Process, key: str) -> bool:
         return False
 
 
-def find_by_key(key: str) -> list[psutil.Process]:
-    """Processes whose environment carries this run's key (zombies excluded)."""
+# Create times are read in clock ticks: a descendant may look this much older.
+CREATE_TIME_SLACK = 0.1
+
+
+def find_by_key(key: str, since: float | None = None) -> list[psutil.Process]:
+    """Processes whose environment carries this run's key (zombies excluded).
+
+    `since`: the run's leader's create time. Only its descendants carry the
+    key, and none is older than it, so older processes (the machine's own
+    services) are passed over without reading their environment: a read of
+    every process's environment took milliseconds, in the way of the next
+    pause or abort.
+    """
     if not key:
         return []
+    oldest = since - CREATE_TIME_SLACK if since is not None else None
     found = []
-    for proc in psutil.process_iter():
+    for proc in psutil.process_iter(["create_time"]):
         if proc.pid == os.getpid():
+            continue
+        created = proc.info["create_time"]
+        if oldest is not None and created is not None and created < oldest:
             continue
         if _has_key(proc, key):
             found.append(proc)
     return found
+
+
+def _children_from_proc(pid: int) -> list[int] | None:
+    """`pid`'s children as the kernel lists them per thread (None: not known this way).
+
+    `/proc/PID/task/TID/children` (Linux 3.5+, CONFIG_PROC_CHILDREN) names a
+    process's children without a walk of the whole process table: reading it
+    for a run's few processes takes microseconds where the table takes
+    milliseconds on a busy machine.
+    """
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    children: list[int] = []
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as listing:
+                children += map(int, listing.read().split())
+        except FileNotFoundError:
+            if tid == str(pid):
+                return None  # the main thread's listing is missing: not supported
+        except OSError:
+            continue  # a thread that ended meanwhile
+    return children
 
 
 class ProcessTree:
@@ -69,6 +109,8 @@ class ProcessTree:
                 self.leader = leader
         except psutil.Error:
             pass
+        # The oldest a process carrying the key can be (None: look at all).
+        self.since = create_time
         # Processes seen once as part of the run; psutil objects keep identity.
         self.known: dict[int, psutil.Process] = {}
         # The worker walks a tree from more than one thread (pausing, sampling).
@@ -104,17 +146,18 @@ class ProcessTree:
         process (however it left the group); zombies stay known, since an
         unreaped leader still holds the group id, but are not returned.
         """
-        by_parent: dict[int, list[psutil.Process]] = {}
-        for proc in psutil.process_iter(["ppid"]):
-            by_parent.setdefault(proc.info["ppid"], []).append(proc)
-        frontier = list(self.known)
-        while frontier:
-            for child in by_parent.get(frontier.pop(), []):
-                if child.pid not in self.known:
-                    self.known[child.pid] = child
-                    frontier.append(child.pid)
+        if not self._learn_descendants():
+            by_parent: dict[int, list[psutil.Process]] = {}
+            for proc in psutil.process_iter(["ppid"]):
+                by_parent.setdefault(proc.info["ppid"], []).append(proc)
+            frontier = list(self.known)
+            while frontier:
+                for child in by_parent.get(frontier.pop(), []):
+                    if child.pid not in self.known:
+                        self.known[child.pid] = child
+                        frontier.append(child.pid)
         if scan_environment:
-            for proc in find_by_key(self.key):
+            for proc in find_by_key(self.key, self.since):
                 self.known.setdefault(proc.pid, proc)
         alive = []
         for pid, proc in list(self.known.items()):
@@ -128,6 +171,38 @@ class ProcessTree:
             except psutil.Error:
                 continue
         return alive
+
+    def _learn_descendants(self) -> bool:
+        """Add the descendants of known processes, read from their children lists.
+
+        False when the kernel does not list children (the caller walks the
+        process table instead). A pid is taken as a child only while its
+        parent is the known process it was listed under, so a pid reused
+        between the read and the check is not adopted.
+        """
+        frontier = list(self.known.items())
+        while frontier:
+            parent_pid, parent = frontier.pop()
+            children = _children_from_proc(parent_pid)
+            if children is None:
+                try:
+                    if parent.is_running():
+                        return False
+                except psutil.Error:
+                    pass
+                continue  # it ended: nothing listed
+            for pid in children:
+                if pid in self.known:
+                    continue
+                try:
+                    child = psutil.Process(pid)
+                    if child.ppid() != parent_pid:
+                        continue
+                except psutil.Error:
+                    continue
+                self.known[pid] = child
+                frontier.append((pid, child))
+        return True
 
     # --- signalling: the known tree at once, the process table after ---------
     #
@@ -173,6 +248,9 @@ class ProcessTree:
                 pass
             except PermissionError:
                 logger.warning("killpg refused pgid=%s sig=%s", self.pgid, sig)
+        # The children lists are cheap: a member that left the group since the
+        # last walk is reached now, not after the sweep.
+        self._learn_descendants()
         signalled = set()
         for pid, proc in list(self.known.items()):
             try:

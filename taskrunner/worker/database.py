@@ -29,7 +29,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from taskrunner.conf import max_log_bytes
-from taskrunner.events.store import append_events
+from taskrunner.events.store import append_many
 from taskrunner.models import (
     CONTROL_ACTIONS,
     LIVE_STATUSES,
@@ -49,7 +49,6 @@ T = TypeVar("T")
 # Retrying a database that is away: the first wait, doubled up to the cap.
 RETRY_FIRST_SECONDS = 0.1
 RETRY_MAX_SECONDS = 2.0
-BATCH_LIMIT = 10_000  # events of one run per statement
 
 
 class GaveUp(Exception):
@@ -177,10 +176,9 @@ def store_batch(batch: dict[int, Taken]) -> None:
     now = timezone.now()
     capped = []
     with transaction.atomic():
+        append_many({run_id: taken.events for run_id, taken in batch.items()})
         for run_id, taken in batch.items():
             events = taken.events
-            for start in range(0, len(events), BATCH_LIMIT):
-                append_events(run_id, events[start : start + BATCH_LIMIT])
             size = _log_sizes.get(run_id, 0) + sum(
                 len(e.text) + 8 for e in events if e.kind == EventKind.LOG
             )

@@ -211,6 +211,11 @@ export class LiveStream extends ReconnectingStream {
  * in one go (a few microseconds per event) and the HTTP status is known:
  * 204 means the run has ended, 401/403 that the session is gone.
  */
+// Events handled in one go before looking at the clock, and the longest a
+// run of them may keep the main thread (a long task is over 50 ms).
+const YIELD_EVERY = 64;
+const SLICE_MS = 8;
+
 export class FetchEventStream extends ReconnectingStream {
     constructor(options) {
         super(options);
@@ -266,6 +271,8 @@ export class FetchEventStream extends ReconnectingStream {
             if (done || controller.signal.aborted) return;
             buffer += value;
             let start = 0;
+            let sliceStart = performance.now();
+            let events = 0;
             for (let end = buffer.indexOf("\n"); end !== -1; end = buffer.indexOf("\n", start)) {
                 let line = buffer.slice(start, end);
                 start = end + 1;
@@ -276,10 +283,21 @@ export class FetchEventStream extends ReconnectingStream {
                         const event = { data: data.join("\n"), lastEventId: id ?? "" };
                         if (handler) handler(event);
                         if (this.stopped || controller.signal.aborted) return;
+                        events += 1;
                     }
                     type = "";
                     data = [];
                     id = null;
+                    if (events >= YIELD_EVERY && performance.now() - sliceStart > SLICE_MS) {
+                        // A chunk after a stall can hold tens of thousands of
+                        // events: let the page paint and answer between slices.
+                        buffer = buffer.slice(start);
+                        start = 0;
+                        await new Promise((resolve) => setTimeout(resolve, 0));
+                        if (this.stopped || controller.signal.aborted) return;
+                        sliceStart = performance.now();
+                        events = 0;
+                    }
                     continue;
                 }
                 if (line.charCodeAt(0) === 58) continue; // ":" a comment (keepalive)
