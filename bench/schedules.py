@@ -354,11 +354,13 @@ def prune_figure(env: dict, runs: int, background: bool = False) -> dict:
             ended = time.time()
         time.sleep(0.5)  # the lines stamped before the end are read
         during = live.between(started, ended)
+        before = live.between(0, started - 0.5)
     finally:
         live.stop()
         stop(worker)
     figure["prune_seconds"] = round(ended - started, 1)
     figure["log_latency_during_prune"] = summary(during) if during else None
+    figure["log_latency_before_prune"] = summary(before) if before else None
     if waits is not None:
         figure["lock_waits_during_prune"] = waits.figure()
     figure["load_average"] = round(os.getloadavg()[0], 2)
