@@ -38,10 +38,10 @@ MIN_BATCH_RUNS = 10
 FIRST_BATCH_RUNS = 20
 BATCH_RUNS = 500
 # How long one batch's transaction should hold the database. SQLite: a live
-# run's log write that finds the one write lock taken waits for its busy
-# handler's next try (1, 3, 8, 18 ms... after its first), so a lock held 5 ms
-# costs it 8 at most. PostgreSQL locks only the rows deleted, which no live
-# run writes; what is left to share is the machine.
+# run's log write that finds the one write lock taken waits until it is free
+# (its BEGIN is retried every 2 ms at most: taskrunner.db.sqlite3), so about
+# as long as the batch holds it. PostgreSQL locks only the rows deleted,
+# which no live run writes; what is left to share is the machine.
 BATCH_SECONDS = 0.005
 BATCH_SECONDS_POSTGRES = 0.02
 BATCH_PAUSE_SECONDS = 0.01
@@ -198,8 +198,8 @@ def prune(
 
     Between batches it sleeps (BATCH_PAUSE_SECONDS, or four times as long as
     the batch held the database when that is longer): on SQLite a writer
-    waiting for the lock (a live run's log) gets it then, as its busy handler
-    tries again within a few milliseconds. `limit` caps the runs looked at, `stopping` is asked
+    waiting for the lock (a live run's log) gets it then, as it tries again
+    every 2 ms at most. `limit` caps the runs looked at, `stopping` is asked
     before each batch.
     """
     total = Pruned()
