@@ -100,12 +100,14 @@ class DatabaseWaker:
     # --- backing off ----------------------------------------------------------
 
     def active(self) -> None:
-        """Something started (a worker's run): poll at the first pace again, from now."""
+        """Something started (a worker's run): poll at the first pace again.
+
+        Without a direct wake-up the pause under way is cut short: polling is
+        all that brings this run's controls. With one, the wake-ups do, and
+        the next pause is the first pace.
+        """
         self._woke("active")
         self._nudged.set()
-        if self._direct_open():
-            assert self.direct is not None
-            self.direct.arrived.set()  # what a pause waits on while the direct path is open
 
     def interval(self) -> float:
         """The pause before the next poll of `data_version` (SQLite)."""
