@@ -74,8 +74,9 @@ class DatabaseWaker:
         self._sqlite_version: int | None = None
         self._pg = None
         self._pg_fd: int | None = None
-        self._pg_readable = asyncio.Event()  # the LISTEN connection's socket has data
-        self._pending: set[str] = set()
+        self._pg_readable = asyncio.Event()  # notifications (or the link's loss) to report
+        self._pg_lost: Exception | None = None
+        self._pending: set[str] = set()  # notifications read, not yet reported
         self._quiet = 0  # polls in a row that found nothing
         self._idle = False  # backed off as far as it goes (logged once per idle spell)
         self._nudged = asyncio.Event()  # active(): cut the current pause short
@@ -96,6 +97,9 @@ class DatabaseWaker:
             except Exception:  # noqa: BLE001 - closing a broken connection
                 logger.debug("closing the LISTEN connection failed", exc_info=True)
             self._pg = None
+            self._pg_lost = None
+            self._pending = set()
+            self._pg_readable.clear()
 
     # --- backing off ----------------------------------------------------------
 
@@ -219,30 +223,37 @@ class DatabaseWaker:
         conninfo = {k: v for k, v in params.items() if k in PSYCOPG_KEYS}
         conn = await psycopg.AsyncConnection.connect(autocommit=True, **conninfo)
         await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-        # From now on the socket is read here, not through psycopg's notifies(),
-        # which wakes the loop every 0.1 s while it waits: an idle process
-        # wakes only when the server sends something, or at its own timeout.
+        # From now on the socket is read here, as soon as it has data, not
+        # through psycopg's notifies(), which wakes the loop every 0.1 s while
+        # it waits: an idle process wakes only when the server sends something.
         self._pg_fd = conn.pgconn.socket
-        asyncio.get_running_loop().add_reader(self._pg_fd, self._pg_readable.set)
+        asyncio.get_running_loop().add_reader(self._pg_fd, self._on_pg_readable)
         return conn
 
-    def _pg_take(self) -> set[str]:
-        """The notifications received so far, without waiting; psycopg.Error if the link is gone."""
+    def _on_pg_readable(self) -> None:
+        """The LISTEN socket has data: read it all now (or it would stay readable, and
+        the loop spin), keeping the notifications for the next `wait()`."""
+        import psycopg
+
         assert self._pg is not None
-        self._pg_readable.clear()
         pgconn = self._pg.pgconn
-        pgconn.consume_input()  # what the socket holds; raises if the server went away
-        seen: set[str] = set()
+        try:
+            pgconn.consume_input()  # raises when the server went away
+        except psycopg.Error as exc:
+            self._pg_lost = exc
+            if self._pg_fd is not None:
+                asyncio.get_running_loop().remove_reader(self._pg_fd)
+                self._pg_fd = None
+            self._pg_readable.set()
+            return
         while (note := pgconn.notifies()) is not None:
-            seen.add(note.extra.decode(errors="replace"))
-        return seen
+            self._pending.add(note.extra.decode(errors="replace"))
+        if self._pending:
+            self._pg_readable.set()
 
     async def _wait_postgres(self, timeout: float) -> set[str]:
         import psycopg
 
-        if self._pending:
-            pending, self._pending = self._pending, set()
-            return pending
         if self._pg is None:
             try:
                 self._pg = await self._connect_postgres()
@@ -251,26 +262,21 @@ class DatabaseWaker:
                 await asyncio.sleep(min(timeout, 1.0))
                 return {ANYTHING}
             return {ANYTHING}  # anything sent before LISTEN was missed: re-query
-        deadline = time.monotonic() + timeout
-        try:
-            seen = self._pg_take()
-            while not seen:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    await asyncio.wait_for(self._pg_readable.wait(), timeout=remaining)
-                except TimeoutError:
-                    break
-                seen = self._pg_take()  # a message that is not a notification leaves it empty
-            if seen:
-                self._woke()
-            else:
-                self._quieter(timeout)
-        except psycopg.Error as exc:
+        if not self._pg_readable.is_set() and timeout > 0:
+            try:
+                await asyncio.wait_for(self._pg_readable.wait(), timeout=timeout)
+            except TimeoutError:
+                pass
+        self._pg_readable.clear()
+        if self._pg_lost is not None:
             # The server restarted or went away: reconnect (and LISTEN again)
             # on the next wait; readers re-query, since notifications were lost.
-            logger.warning("LISTEN connection lost; reconnecting error=%s", exc)
+            logger.warning("LISTEN connection lost; reconnecting error=%s", self._pg_lost)
             await self.close()
             return {ANYTHING}
+        seen, self._pending = self._pending, set()
+        if seen:
+            self._woke()
+        else:
+            self._quieter(timeout)
         return seen
