@@ -1,21 +1,35 @@
 """Figures of runs that start themselves (issue 9), standalone until wired into `make bench`.
 
-    DATABASE_URL=... python -m bench.schedules [--only due,idle,prune] [--samples N]
+    [DATABASE_URL=postgres://...] python -m bench.schedules
+        [--only due,idle,prune,prune_background] [--samples N] [--runs N] [--idle-seconds S]
 
-Uses the database DATABASE_URL names (default: a fresh SQLite file in a
-temporary directory), migrated first; it creates its own tasks and removes
-nothing else. Prints one JSON object:
+Each run uses a database of its own, migrated first and removed at the end:
+on PostgreSQL `bench_schedules_<pid>`, created on the server DATABASE_URL
+names (its own database is left alone) and dropped after; otherwise a fresh
+SQLite file in a temporary directory. Prints one JSON object, with the load
+average at its start and end and beside each figure:
 
 - `due`: a due time -> its run's child started (the child stamps its first
   line with `time.time()`; compared with the run's `scheduled_for`), median
   and p99 over N `every: 1` firings. Target p99 <= 1 s.
 - `idle`: the CPU of one worker process keeping 1,000 enabled schedules with
-  nothing due for a year, over 10 s, as % of one core (`idle_baseline`: the
-  same with no schedule, measured first). Target < 1%.
+  nothing due for a year, as % of one core, over `--idle-seconds` (30 s)
+  from 5 s after it registered (`with_warm_process`: its warm process
+  counted too; PostgreSQL: `transactions_per_second` of the whole database,
+  from its statistics). `idle_baseline`: the same worker with no schedule,
+  measured first: what the schedules add is the difference. SQLite also
+  gives `idle_polling_only`: the worker with no wake socket (its directory
+  unusable), on `data_version` polling alone. Target < 1%, and no query per
+  schedule per second.
 - `prune`: 100,000 finished runs (3 events each) pruned with `taskrunner
   prune` while a live run prints a stamped line every 10 ms; the delay from
-  a line's stamp to it being readable in the database, median and p99.
-  Target p99 <= 25 ms.
+  a line's stamp to it being readable in the database, median and p99
+  (`log_latency_before_prune`: the same live run in the 1.5 s before).
+  `prune_background`: the same, pruned by the worker itself (its first
+  round, TASKRUNNER_PRUNE_SECONDS=8), timed from the first run gone to the
+  last. PostgreSQL: `lock_waits_during_prune` samples `pg_stat_activity`
+  every 10 ms for a session of the database waiting on a lock. Target p99
+  <= 25 ms.
 """
 
 import argparse
