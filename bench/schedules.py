@@ -6,15 +6,16 @@
 Each run uses a database of its own, migrated first and removed at the end:
 on PostgreSQL `bench_schedules_<pid>`, created on the server DATABASE_URL
 names (its own database is left alone) and dropped after; otherwise a fresh
-SQLite file in a temporary directory. Prints one JSON object, with the load
-average at its start and end and beside each figure:
+SQLite file in a temporary directory. Its workers die with it (a caller's
+timeout may kill it). Prints one JSON object, with the load average at its
+start and end and beside each figure:
 
 - `due`: a due time -> its run's child started (the child stamps its first
   line with `time.time()`; compared with the run's `scheduled_for`), median
   and p99 over N `every: 1` firings. Target p99 <= 1 s.
 - `idle`: the CPU of one worker process keeping 1,000 enabled schedules with
-  nothing due for a year, as % of one core, over `--idle-seconds` (30 s)
-  from 5 s after it registered (`with_warm_process`: its warm process
+  nothing due for a year, as % of one core, over `--idle-seconds` (20 s)
+  from 3 s after it registered (`with_warm_process`: its warm process
   counted too; PostgreSQL: `transactions_per_second` of the whole database,
   from its statistics). `idle_baseline`: the same worker with no schedule,
   measured first: what the schedules add is the difference. SQLite also
@@ -25,18 +26,21 @@ average at its start and end and beside each figure:
   prune` while a live run prints a stamped line every 10 ms; the delay from
   a line's stamp to it being readable in the database, median and p99
   (`log_latency_before_prune`: the same live run in the 1.5 s before).
-  `prune_background`: the same, pruned by the worker itself (its first
-  round, TASKRUNNER_PRUNE_SECONDS=8), timed from the first run gone to the
-  last. PostgreSQL: `lock_waits_during_prune` samples `pg_stat_activity`
+  `prune_background`: the same with a fifth of the runs, pruned by the
+  worker itself (its first round, TASKRUNNER_PRUNE_SECONDS=8), timed from
+  the first run gone to the last. PostgreSQL: `lock_waits_during_prune` samples `pg_stat_activity`
   every 10 ms for a session of the database waiting on a lock. Target p99
   <= 25 ms.
 """
 
 import argparse
+import collections
 import contextlib
+import ctypes
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -50,8 +54,10 @@ from urllib.parse import urlsplit
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
-IDLE_SECONDS = 30.0  # how long an idle worker is measured
-SETTLE_SECONDS = 5.0  # after it registered: its warm process starts, it reads what is due
+IDLE_SECONDS = 20.0  # how long an idle worker is measured
+SETTLE_SECONDS = 3.0  # after it registered: its warm process starts, it reads what is due
+BACKGROUND_SHARE = 5  # the background prune prunes runs / 5 (its latency, not its length)
+PR_SET_PDEATHSIG = 1
 STAMP_FIRST = "import time; print('started', repr(time.time()), flush=True)"
 STAMP_LINES = (
     "import time\n"
@@ -74,6 +80,15 @@ def summary(values: list[float]) -> dict:
     }
 
 
+def die_with_parent() -> None:
+    """In a child before exec: SIGTERM when this benchmark dies, even by SIGKILL (Linux).
+
+    A caller's timeout that kills the benchmark would otherwise leave its
+    worker running (and its live run printing) for ever.
+    """
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start_worker(env: dict, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "manage.py", "taskrunner", "worker", *args],
@@ -81,6 +96,7 @@ def start_worker(env: dict, *args: str) -> subprocess.Popen:
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
     )
 
 
@@ -289,13 +305,18 @@ class LiveLog:
 
 
 class LockWaits:
-    """PostgreSQL: how often, sampled every 10 ms, a session of this database waited on a lock."""
+    """PostgreSQL: how often, sampled every 10 ms, a session of this database waited on a lock.
+
+    The longest wait is an upper bound (since the waiting statement began);
+    `what` counts the samples by lock type and the statement that waited.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.samples = 0
         self.waiting = 0
         self.longest_ms = 0.0
+        self.what: collections.Counter[str] = collections.Counter()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._sample)
 
@@ -304,15 +325,17 @@ class LockWaits:
 
         with psycopg.connect(self.url, autocommit=True) as conn:
             while not self.done.is_set():
-                row = conn.execute(
-                    "SELECT count(*), coalesce(max(extract(epoch FROM now() - state_change)), 0) "
-                    "FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock'"
-                ).fetchone()
+                rows = conn.execute(
+                    "SELECT wait_event, left(regexp_replace(query, '\\s+', ' ', 'g'), 60), "
+                    "extract(epoch FROM now() - query_start) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                ).fetchall()
                 self.samples += 1
-                if row and row[0]:
+                if rows:
                     self.waiting += 1
-                    self.longest_ms = max(self.longest_ms, float(row[1]) * 1000)
+                for event, query, seconds in rows:
+                    self.what[f"{event}: {query}"] += 1
+                    self.longest_ms = max(self.longest_ms, float(seconds or 0) * 1000)
                 time.sleep(0.01)
 
     def __enter__(self) -> "LockWaits":
@@ -328,6 +351,7 @@ class LockWaits:
             "samples": self.samples,
             "with_a_lock_wait": self.waiting,
             "longest_seen_ms": round(self.longest_ms, 1),
+            "what": dict(self.what.most_common(3)),
         }
 
 
@@ -363,6 +387,7 @@ def prune_figure(env: dict, runs: int, background: bool = False) -> dict:
                     capture_output=True,
                     text=True,
                     check=True,
+                    preexec_fn=die_with_parent,
                 )
                 figure["prune_output"] = pruned.stdout.strip()
             ended = time.time()
@@ -418,6 +443,8 @@ def main() -> int:
     env.setdefault("SECRET_KEY", "bench-only-key")
     env.setdefault("HTTPS", "false")
     env.setdefault("LOG_LEVEL", "WARNING")
+    # A caller's timeout (SIGTERM) still stops the workers and drops the database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     env["DATABASE_URL"], drop = fresh_database(env.get("DATABASE_URL", ""))
     try:
         return run_figures(env, args)
@@ -454,7 +481,8 @@ def run_figures(env: dict, args: argparse.Namespace) -> int:
     if "prune" in wanted:
         results["prune"] = prune_figure(env, args.runs)
     if "prune_background" in wanted:
-        results["prune_background"] = prune_figure(env, args.runs, background=True)
+        runs = max(1, args.runs // BACKGROUND_SHARE)
+        results["prune_background"] = prune_figure(env, runs, background=True)
     results["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(results, indent=2))
     return 0
