@@ -144,7 +144,8 @@ class DatabaseWaker:
     async def wait(self, timeout: float) -> set[str]:
         """Wait up to `timeout` seconds for a commit by another connection.
 
-        Returns early, with nothing, when `active()` is called meanwhile.
+        On SQLite without a direct wake-up it returns early, with nothing,
+        when `active()` is called meanwhile.
         """
         if self.vendor == "sqlite":
             return await self._wait_sqlite(timeout)
