@@ -167,7 +167,8 @@ class DatabaseWaker:
         direct = self.direct
         event = direct.arrived if direct is not None and direct.sock is not None else self._nudged
         if event is self._nudged and self.idle_interval is None:
-            await asyncio.sleep(seconds)  # the hub: nothing to wait for but time
+            if seconds > 0:
+                await asyncio.sleep(seconds)  # the hub: nothing to wait for but time
             return None
         if not event.is_set() and seconds > 0:
             try:
