@@ -72,6 +72,11 @@ WAKE_FALLBACK_SECONDS = Setting(
     "How often a worker still polls the database for requests when its direct wake-up "
     "(the socket on SQLite, NOTIFY on PostgreSQL) works.",
 )  # fmt: skip
+WAKE_IDLE_SECONDS = Setting(
+    "TASKRUNNER_WAKE_IDLE_SECONDS", float, 1.0, 0.001, "taskrunner.E013",
+    "While a worker has no run, its polling of the database (the fallback to the direct "
+    "wake-up) backs off up to this interval; a wake-up or a run brings it back at once.",
+)  # fmt: skip
 KEEP_DAYS = Setting(
     "TASKRUNNER_KEEP_DAYS", int, 30, 0, "taskrunner.E030",
     "Finished runs older than this many days are pruned (a task's keep_days wins).",
@@ -95,6 +100,7 @@ SETTINGS: list[Setting] = [
     HEARTBEAT_SECONDS,
     WORKER_DEAD_AFTER,
     WAKE_FALLBACK_SECONDS,
+    WAKE_IDLE_SECONDS,
     SSE_KEEPALIVE_SECONDS,
     SSE_MAX_SECONDS,
     SSE_CLIENT_BUFFER_BYTES,
@@ -122,6 +128,10 @@ def worker_dead_after() -> float:
 
 def wake_fallback_seconds() -> float:
     return float(WAKE_FALLBACK_SECONDS.value())
+
+
+def wake_idle_seconds() -> float:
+    return float(WAKE_IDLE_SECONDS.value())
 
 
 def wake_dir() -> Path:

@@ -306,8 +306,10 @@ class RunQuerySet(models.QuerySet):
         """
         run_table, task_table = Run._meta.db_table, Task._meta.db_table
         postgres = connection.vendor == "postgresql"
-        if not postgres and not Run.objects.queued().exists():
-            return []  # a cheap look first: the claim takes SQLite's write lock
+        if not Run.objects.queued().exists():
+            # A cheap look first: the claim takes SQLite's write lock, and is a
+            # transaction of three statements on PostgreSQL (a worker claims every second).
+            return []
         live = ", ".join(f"'{status}'" for status in sorted(LIVE_STATUSES))
         with transaction.atomic(), connection.cursor() as cursor:
             task_filter, task_params = "", []
@@ -595,7 +597,7 @@ NOTIFY_CHANNEL = "taskrunner"
 
 
 # Payload kinds that wake the workers on SQLite too (see taskrunner.wakesocket).
-WORKER_WAKE_KINDS = {"control", "run"}
+WORKER_WAKE_KINDS = {"control", "run", "schedule"}
 
 
 def notify(kind: str, run_id: int, detail: str = "") -> None:
@@ -604,7 +606,8 @@ def notify(kind: str, run_id: int, detail: str = "") -> None:
     PostgreSQL: NOTIFY, which the server delivers on commit (and drops on a
     rollback). SQLite: the web's readers notice commits with `PRAGMA
     data_version`; the workers on this host are woken directly, after the
-    commit, for a control request or a new run (the only kinds they act on).
+    commit, for a control request, a new run or a saved schedule (the kinds
+    they act on).
     Payloads are tiny; never log text (8000-byte limit).
     """
     payload = f"{kind}:{run_id}:{detail}" if detail else f"{kind}:{run_id}"

@@ -9,10 +9,11 @@ worker socket in the wake directory (`TASKRUNNER_WAKE_DIR`, default
 var/wake/, mode 0700, so only the site's own user can wake a worker).
 
 A datagram carries the same payload a PostgreSQL NOTIFY would
-(`control:<run>:<action>:<kind>`, `run:<run>`), and never anything else: the
-worker re-reads the database for what it acts on. Sending never blocks: a
-worker whose queue is full has a wake-up pending already, and a socket left
-by a dead worker (connection refused) is removed by the first sender.
+(`control:<run>:<action>:<kind>`, `run:<run>`, `schedule:<schedule>`), and
+never anything else: the worker re-reads the database for what it acts on.
+Sending never blocks: a worker whose queue is full has a wake-up pending
+already, and a socket left by a dead worker (connection refused) is removed
+by the first sender.
 """
 
 import asyncio

@@ -80,6 +80,24 @@ def test_a_lost_runs_leftovers_and_orphans_are_kept(store_dir, run):
     assert notes == ["[taskrunner] not kept: passwd: a symbolic link"]
 
 
+def test_pruning_a_run_deletes_its_stored_files_and_counts_them(store_dir, run):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from taskrunner.retention import prune
+
+    keep(run, "report.csv", b"a,b\n1,2\n")
+    Task.objects.filter(pk=run.task_id).update(keep_days=1)
+    Run.objects.filter(pk=run.pk).update(finished_at=timezone.now() - timedelta(days=2))
+    files = store_dir / "runs" / str(run.pk)
+    assert (files / "report.csv").exists()
+    done = prune()
+    assert (done.runs, done.other_bytes) == (1, 8)
+    assert not Artifact.objects.filter(run_id=run.pk).exists()
+    assert not (files / "report.csv").exists()  # the row took its file, once committed
+
+
 @pytest.mark.parametrize(
     "name", ["", "/abs", "../up", "a/../b", "a//b", "./a", "nul\x00", "ctl\x01", "x" * 501]
 )

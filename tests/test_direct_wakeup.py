@@ -5,7 +5,8 @@ the process that records a request once it has committed. PostgreSQL: NOTIFY.
 With the database polled only every 60 s (TASKRUNNER_WAKE_FALLBACK_SECONDS), a
 pause applied within the 20 s wait can only have come through the direct
 path. And with the directory unusable, the fallback polling alone still
-brings it. No timing is measured: only whether, and in which order.
+brings it, also once the worker has backed its polling off while idle. No
+timing is measured: only whether, and in which order.
 """
 
 import signal
@@ -85,6 +86,30 @@ def test_the_polling_alone_still_works_when_the_directory_is_unusable(
     run = long_task().start()
     wait_for(lambda: "no direct wake-up" in worker.log(), timeout=30)
     pause_and_see_it_applied(run)
+
+
+def test_a_control_after_an_idle_spell_is_applied_and_the_polling_is_back(
+    start_worker, settings, tmp_path
+):
+    """With no run the worker's polling backs off (logged at DEBUG once it is as slow as
+    TASKRUNNER_WAKE_IDLE_SECONDS); a wake-up or a run started brings it back."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    wake_dir = blocker / "wake"  # SQLite: no socket, polling alone (PostgreSQL: NOTIFY)
+    settings.TASKRUNNER_WAKE_DIR = str(wake_dir)
+    worker = start_worker(
+        env={
+            "TASKRUNNER_WAKE_DIR": str(wake_dir),
+            "TASKRUNNER_WAKE_IDLE_SECONDS": "2",
+            "LOG_LEVEL": "DEBUG",
+        }
+    )
+    wait_for(lambda: "idle: polling every" in worker.log(), timeout=30)
+    run = long_task().start()
+    pause_and_see_it_applied(run)
+    # Back to its first pace: the run started (or, first, its wake-up arrived).
+    after = worker.log().split("idle: polling every", 1)[1]
+    assert "active: polling every" in after or "woken: polling every" in after
 
 
 def test_a_socket_left_by_a_dead_worker_is_removed_by_the_sender(tmp_path):

@@ -1,5 +1,7 @@
 """Retention: `taskrunner prune` by age and count, and the per-run log cap, with real processes."""
 
+import logging
+import signal
 import subprocess
 import sys
 from datetime import timedelta
@@ -7,9 +9,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from taskrunner import retention
 from taskrunner.events.store import append_events
-from taskrunner.models import EventChunk, Run, RunAction, Task
-from taskrunner.retention import runs_pruned
+from taskrunner.models import EventChunk, Run, RunAction, Schedule, Task
+from taskrunner.retention import BatchSize, prune, runs_pruned
 from tests.conftest import ROOT, child_script, stored_events, subprocess_env, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -69,8 +72,6 @@ def test_prune_removes_exactly_the_runs_past_the_rules(transactional_db):
 
 
 def test_runs_pruned_signal_gets_the_ids_and_its_bytes_are_counted(transactional_db):
-    from taskrunner.retention import prune
-
     task = Task.objects.create(name="arts", argv=["true"], keep_runs=0)
     runs = [finished_run(task, 1) for _ in range(3)]
     seen = []
@@ -97,6 +98,97 @@ def test_workers_prune_in_the_background(start_worker):
     start_worker(env={"TASKRUNNER_PRUNE_SECONDS": "0.2"})
     wait_for(lambda: not Run.objects.filter(pk__in=[r.pk for r in old]).exists(), 20)
     assert Run.objects.filter(pk=young.pk).exists()
+
+
+def test_a_prune_clears_every_reference_to_the_runs_it_removes(transactional_db):
+    task = Task.objects.create(name="linked", argv=["true"], keep_days=1)
+    first = finished_run(task, 3, status="failed")
+    second = finished_run(task, 2, status="failed")  # the first's retry: as old
+    third = finished_run(task, 0.1)  # the second's retry, young: kept
+    Run.objects.filter(pk=first.pk).update(retried_by=second)
+    Run.objects.filter(pk=second.pk).update(retry_of=first, retried_by=third)
+    Run.objects.filter(pk=third.pk).update(retry_of=second)
+    schedule = Schedule.objects.create(task=task, every=3600)
+    Schedule.objects.filter(pk=schedule.pk).update(last_run=second)
+    gone = [first.pk, second.pk]
+
+    done = prune()
+
+    assert done.runs == 2 and done.log_bytes > 0
+    assert set(Run.objects.values_list("pk", flat=True)) == {third.pk}
+    assert Run.objects.get(pk=third.pk).retry_of_id is None
+    assert Schedule.objects.get(pk=schedule.pk).last_run_id is None
+    assert not RunAction.objects.filter(run_id__in=gone).exists()
+    assert not EventChunk.objects.filter(run_id__in=gone).exists()
+    assert EventChunk.objects.filter(run_id=third.pk).exists()
+
+
+def test_a_large_prune_goes_in_several_short_transactions(transactional_db, caplog):
+    task = Task.objects.create(name="many", argv=["true"], keep_days=1)
+    when = timezone.now() - timedelta(days=2)
+    runs = Run.objects.bulk_create(
+        [Run(task=task, status="succeeded", finished_at=when) for _ in range(250)]
+    )
+    live = task.start()  # queued: never pruned, however old
+    Run.objects.filter(pk=live.pk).update(created_at=when)
+    with caplog.at_level(logging.INFO, logger="taskrunner.retention"):
+        done = prune()
+    assert done.runs == 250
+    assert list(Run.objects.values_list("pk", flat=True)) == [live.pk]
+    (line,) = [r.getMessage() for r in caplog.records if "runs pruned" in r.getMessage()]
+    batches = int(line.rsplit("batches=", 1)[1])
+    assert batches >= 250 // retention.FIRST_BATCH_RUNS // 4  # it starts small
+    assert not Run.objects.filter(pk__in=[r.pk for r in runs]).exists()
+
+
+def test_the_batch_size_follows_how_long_a_batch_held_the_database():
+    size = BatchSize()
+    assert size.runs == retention.FIRST_BATCH_RUNS
+    for _ in range(20):
+        size.took(size.runs, retention.BATCH_SECONDS * 3)
+    assert size.runs == retention.MIN_BATCH_RUNS  # halved down to the floor
+    size.took(size.runs, 0.0)
+    assert size.runs == retention.MIN_BATCH_RUNS * 3 // 2
+    before = size.runs
+    size.took(3, 0.0)  # a short last batch says nothing about a full one
+    assert size.runs == before
+    for _ in range(40):
+        size.took(size.runs, 0.0)
+    assert size.runs == retention.BATCH_RUNS  # grown up to the ceiling
+    size.took(size.runs, retention.BATCH_SECONDS * 0.8)  # within the budget: stays
+    assert size.runs == retention.BATCH_RUNS
+
+
+def test_a_dry_run_never_takes_the_sqlite_write_lock(transactional_db):
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's one write lock; PostgreSQL has none to take")
+    import sqlite3
+
+    task = Task.objects.create(name="dry", argv=["true"], keep_days=1)
+    finished_run(task, 3)
+    holder = sqlite3.connect(connection.settings_dict["NAME"], timeout=1)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+        assert prune(dry_run=True).runs == 1  # would wait, then fail "database is locked"
+    finally:
+        holder.rollback()
+        holder.close()
+    assert Run.objects.filter(task=task).count() == 1
+
+
+def test_a_worker_stopped_in_the_middle_of_a_background_prune_stops(start_worker):
+    task = Task.objects.create(name="backlog", argv=["true"], keep_days=1)
+    when = timezone.now() - timedelta(days=2)
+    Run.objects.bulk_create(
+        [Run(task=task, status="succeeded", finished_at=when) for _ in range(3000)]
+    )
+    worker = start_worker(env={"TASKRUNNER_PRUNE_SECONDS": "0.2"})
+    wait_for(lambda: Run.objects.filter(task=task).count() < 3000, 30)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert "worker stopped" in worker.log()
 
 
 def test_prune_refuses_bad_options_in_one_line(transactional_db):

@@ -10,7 +10,8 @@ tree, sampling CPU) runs on one more thread, so a slow /proc walk never
 stalls the pipes.
 
 Side loops, each a named task: the writer; the watcher (one `DatabaseWaker`:
-control requests and new runs are seen within milliseconds); the heartbeat
+control requests and new runs are seen within milliseconds; with no run its
+fallback polling backs off, a run started brings it back); the heartbeat
 (proves this worker alive and reconciles dead ones); the sampler (CPU and
 memory of each run's tree); the schedule keeper (`schedules`: fires due
 schedules); the pruner (`pruning`: retention, in small batches).
@@ -85,11 +86,12 @@ class Supervisor:
         self.wake = asyncio.Event()
         self.writer = EventWriter(self.db, self.handles, on_gone=self._run_gone)
         self.collector = ArtifactCollector(self.db)
-        self.waker = DatabaseWaker()
+        self.waker = DatabaseWaker(idle_interval=conf.wake_idle_seconds())
         self.direct = self.waker.direct = WakeSocket.for_worker(self.waker.vendor)
         self.applied = controls.RecentlyApplied()
         self.warm = WarmStarts()  # Django tasks' children forked from a warm process
         self.schedules = ScheduleKeeper(self.db, self.wake.set, lambda: self.stopping)
+        self.pruner = pruning.Pruner()  # a thread and a connection of its own
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self._handle_stop_signal, sig)
         try:
@@ -110,7 +112,7 @@ class Supervisor:
                 asyncio.create_task(forever("heartbeat", self._heartbeat_step)),
                 asyncio.create_task(forever("sampler", self._sample_step)),
                 asyncio.create_task(forever("schedules", self.schedules.step)),
-                asyncio.create_task(forever("pruner", lambda: pruning.prune_step(self.db))),
+                asyncio.create_task(forever("pruner", self.pruner.step)),
             ]
             try:
                 await self._main_loop()
@@ -136,6 +138,7 @@ class Supervisor:
             if self.direct is not None:
                 self.direct.close()
             # The database thread may be stuck waiting on the database: never wait for it.
+            self.pruner.close(abandon=bool(self.exit_status))
             await self.db.close(abandon=bool(self.exit_status))
             self.procs.shutdown(wait=True)
             self.collector.close()
@@ -224,6 +227,8 @@ class Supervisor:
                 logger.exception("recording a failed start failed run_id=%s", run.pk)
             return
         self.handles[run.pk] = handle
+        self.waker.busy = True
+        self.waker.active()  # its controls must not wait for a poll backed off while idle
         logger.info("run started run_id=%s task=%s pid=%s start=%s", *handle.describe())
         handle.arm()
         supervision = asyncio.create_task(self._supervise(handle), name=f"run-{run.pk}")
@@ -301,13 +306,20 @@ class Supervisor:
     async def _watch_step(self) -> None:
         # The direct path (datagram or NOTIFY) brings controls at once; polling,
         # the fallback, is slower when it exists: a lost wake-up only delays.
+        # With no run, a timeout has nothing to look for (the main loop polls
+        # for runs itself), and the waker backs its polling off.
         direct = self.direct is not None or self.waker.vendor == "postgresql"
-        seen = await self.waker.wait(timeout=fallback_seconds() if direct else self.poll_interval)
+        self.waker.busy = bool(self.handles)
+        if not self.handles:
+            timeout = conf.wake_idle_seconds()
+        else:
+            timeout = fallback_seconds() if direct else self.poll_interval
+        seen = await self.waker.wait(timeout=timeout)
         changed = {payload for payload in seen if not own_events(payload, self.handles)}
         if seen and not changed:
             return  # only the events this worker just stored: nothing to do
-        if not changed or any(not p.startswith("control:") for p in changed):
-            self.wake.set()  # a new run, or a timeout: the main loop looks for runs
+        if any(not p.startswith("control:") for p in changed):
+            self.wake.set()  # a new run, or another change: the main loop looks for runs
         if changed:
             self.schedules.changed.set()  # a schedule may have been added or changed
         if self.handles:
