@@ -55,6 +55,7 @@ from taskrunner.models import (
     RunStatus,
     Task,
     Via,
+    notify,
 )
 
 TASK_NAME_PREFIX = "django-"
@@ -150,6 +151,9 @@ class SupervisedBackend(BaseTaskBackend):
                 run=run, action=ActionKind.START, via=Via.DJANGO, applied_at=run.created_at
             )
             run.record_status_event()
+            # Wake the workers as a started task does (on SQLite nothing else
+            # would until their idle poll, up to TASKRUNNER_WAKE_IDLE_SECONDS).
+            notify("run", run.pk)
         result = self.result_for(run, task)
         task_enqueued.send(type(self), task_result=result)
         return result

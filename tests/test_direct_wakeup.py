@@ -128,3 +128,23 @@ def test_a_socket_left_by_a_dead_worker_is_removed_by_the_sender(tmp_path):
         assert send_wake("control:1", Path(wake_dir)) == 1
         assert reader.recv(1024) == b"control:1"
     assert not stale.exists()
+
+
+def test_a_django_task_enqueued_wakes_the_workers(settings, tmp_path):
+    """`enqueue` sends the same wake-up as a started task (SQLite's direct path):
+    without it a worker idling with its polling backed off noticed the run late."""
+    import socket
+
+    from taskrunner.wakesocket import MAX_PAYLOAD
+    from tests.djangotasks import add
+
+    if connection.vendor != "sqlite":
+        pytest.skip("the wake directory is SQLite's direct path; PostgreSQL uses NOTIFY")
+    wake_dir = tmp_path / "wake"
+    wake_dir.mkdir(mode=0o700)
+    settings.TASKRUNNER_WAKE_DIR = str(wake_dir)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(wake_dir / f"worker-test{SUFFIX}"))
+        sock.settimeout(10)
+        result = add.enqueue(2, 3)
+        assert sock.recv(MAX_PAYLOAD).decode() == f"run:{result.id}"
